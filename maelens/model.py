@@ -21,7 +21,7 @@ from maelens.config import ViTConfig
 from maelens.errors import MaelensError
 from maelens.masking import check_keep, keep_to_mask, patchify, random_keep
 from maelens.posembed import resample_pos_embed, sincos_2d
-from maelens.taps import Capture, TapPlan, Taps
+from maelens.taps import Capture, TapPlan, Taps, TapStore
 
 
 class Attention(nn.Module):
@@ -34,23 +34,53 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(
-        self, x: torch.Tensor, need_weights: bool = False
+        self, x: torch.Tensor, need_weights: bool = False, store: TapSlots | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """x (B, T, D) -> (output (B, T, D), probabilities (B, H, T, T) or None,
-        per-head output A.V (B, T, H, d_head))."""
+        per-head output A.V (B, T, H, d_head)). `store` supplies the tensors that tapped
+        results are written into (no autograd)."""
         B, T, D = x.shape
         qkv = self.qkv(x).reshape(B, T, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, T, d_head)
-        if need_weights:
-            # Fused kernels never materialise A, so a tapped layer takes the explicit path.
-            attn = torch.matmul(q * self.scale, k.transpose(-2, -1))  # (B, H, T, T)
-            attn = attn.softmax(dim=-1)
+        if not need_weights:
+            out = F.scaled_dot_product_attention(q, k, v)  # fused: A is never materialised
+            return self._project(out), None, out.transpose(1, 2)
+        shape = (B, self.num_heads, T, T)
+        if store is None:
+            attn = torch.matmul(q * self.scale, k.transpose(-2, -1)).softmax(dim=-1)
             out = torch.matmul(attn, v)  # (B, H, T, d_head)
         else:
-            attn = None
-            out = F.scaled_dot_product_attention(q, k, v)
-        heads = out.transpose(1, 2)  # (B, T, H, d_head)
-        return self.proj(heads.reshape(B, T, D)), attn, heads
+            attn = torch.matmul(q * self.scale, k.transpose(-2, -1), out=store.attn(shape, q))
+            _softmax_(attn)
+            out = torch.matmul(attn, v, out=store.heads((B, self.num_heads, T, self.head_dim), q))
+        return self._project(out), attn, out.transpose(1, 2)
+
+    def _project(self, out: torch.Tensor) -> torch.Tensor:
+        """(B, H, T, d_head) -> (B, T, D) through the output projection."""
+        B, _, T, _ = out.shape
+        return self.proj(out.transpose(1, 2).reshape(B, T, -1))
+
+
+def _softmax_(scores: torch.Tensor) -> torch.Tensor:
+    """In-place softmax over the last axis (same maths as `Tensor.softmax`, no new memory)."""
+    scores.sub_(scores.amax(dim=-1, keepdim=True)).exp_()
+    return scores.div_(scores.sum(dim=-1, keepdim=True))
+
+
+class TapSlots:
+    """One block's view of a `TapStore` during a no-grad pass."""
+
+    def __init__(self, store: TapStore, layer: int) -> None:
+        self.store, self.layer = store, layer
+
+    def attn(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        return self.store.take("attn", self.layer, shape, like)
+
+    def heads(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        return self.store.take("heads", self.layer, shape, like)
+
+    def hidden(self, like: torch.Tensor) -> torch.Tensor:
+        return self.store.take("hidden", self.layer, tuple(like.shape), like)
 
 
 class Mlp(nn.Module):
@@ -90,12 +120,15 @@ class Block(nn.Module):
         self.drop_path = DropPath(drop_path)
 
     def forward(
-        self, x: torch.Tensor, need_weights: bool = False
+        self, x: torch.Tensor, need_weights: bool = False, store: TapSlots | None = None,
+        keep_hidden: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        out, attn, heads = self.attn(self.norm1(x), need_weights)
+        out, attn, heads = self.attn(self.norm1(x), need_weights, store)
         x = x + self.drop_path(out)
-        x = x + self.drop_path(self.mlp(self.norm2(x)))
-        return x, attn, heads
+        branch = self.drop_path(self.mlp(self.norm2(x)))
+        if store is not None and keep_hidden:
+            return torch.add(x, branch, out=store.hidden(x)), attn, heads
+        return x + branch, attn, heads
 
 
 class PatchEmbed(nn.Module):
@@ -232,13 +265,15 @@ class VisionTransformer(nn.Module):
         keep: torch.Tensor | None = None,
         mask_ratio: float = 0.0,
         generator: torch.Generator | None = None,
+        store: TapStore | None = None,
     ) -> Capture:
         """One pass recording what `taps` asks for (default: `final` only).
 
         pixels: (B, C, H, W) normalised images, H and W multiples of the patch size.
         keep: visible patch indices (B, N_v) or (N_v,) in the token order wanted; otherwise
         `mask_ratio` masks at random with `generator` (0 keeps every patch, in spatial order).
-        Blocks after the last one needed are not run.
+        Blocks after the last one needed are not run. `store` (no-grad passes only) decides
+        where tapped tensors live; see `TapStore`.
         """
         c = self.config
         check_image_batch("pixels", pixels, c.in_chans, c.patch_size)
@@ -248,14 +283,19 @@ class VisionTransformer(nn.Module):
         keep = self.resolve_keep(pixels, keep, mask_ratio, generator)
         x = self.embed(pixels, keep)
         cap = Capture(keep=keep, grid=self.grid_of(pixels), patch_size=c.patch_size)
-        self._run_blocks(x, plan, cap)
+        if store is not None and torch.is_grad_enabled():
+            store = None  # out= tensors cannot carry gradients
+        self._run_blocks(x, plan, cap, store)
         return cap
 
-    def _run_blocks(self, x: torch.Tensor, plan: TapPlan, cap: Capture) -> None:
+    def _run_blocks(self, x: torch.Tensor, plan: TapPlan, cap: Capture, store: TapStore | None
+                    ) -> None:
         if 0 in plan.hidden:
             cap.hidden[0] = x
         for layer in range(1, plan.last_block + 1):
-            x, attn, heads = self.blocks[layer - 1](x, need_weights=layer in plan.attn)
+            slots = None if store is None else TapSlots(store, layer)
+            x, attn, heads = self.blocks[layer - 1](
+                x, need_weights=layer in plan.attn, store=slots, keep_hidden=layer in plan.hidden)
             if layer in plan.hidden:
                 cap.hidden[layer] = x
             if attn is not None:

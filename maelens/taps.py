@@ -70,6 +70,34 @@ class TapPlan:
     last_block: int
 
 
+class TapStore:
+    """Where tapped tensors are written.
+
+    Fresh tensors by default. With `reuse=True` each (kind, layer) keeps one buffer across
+    calls: a tapped ViT-B batch retains ~0.5 GB, and fresh memory for it costs ~140k page
+    faults (~0.3 s on 2 cores) per batch, as much as the attention maths. Reused buffers are
+    overwritten by the next call, so consumers must copy what they keep (streaming analyses
+    do). Only valid without autograd (`out=` tensors do not record gradients).
+    """
+
+    def __init__(self, reuse: bool = False) -> None:
+        self.reuse = reuse
+        self._buffers: dict[tuple[str, int], torch.Tensor] = {}
+
+    def take(self, kind: str, layer: int, shape: tuple[int, ...], like: torch.Tensor
+             ) -> torch.Tensor:
+        """An uninitialised tensor of `shape` with `like`'s dtype and device."""
+        if not self.reuse:
+            return torch.empty(shape, dtype=like.dtype, device=like.device)
+        key = (kind, layer)
+        buf = self._buffers.get(key)
+        stale = buf is None or (buf.shape, buf.dtype, buf.device) != (shape, like.dtype,
+                                                                        like.device)
+        if stale:
+            buf = self._buffers[key] = torch.empty(shape, dtype=like.dtype, device=like.device)
+        return buf
+
+
 @dataclass
 class Capture:
     """Activations of one batch. Shapes: B images, T = 1 + N_v tokens (CLS first), D width,

@@ -1,0 +1,147 @@
+"""The `maelens` command: thin commands over the library; the only place that prints.
+
+Every command turns a `MaelensError` (and unreadable files) into one line on stderr and exit
+status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+from maelens.errors import MaelensError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="maelens: find out what MAEs and ViTs learn.")
+out = Console()
+err = Console(stderr=True)
+
+DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
+
+
+def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Report bad input as one line and exit 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except MaelensError as exc:
+            err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False, soft_wrap=True)
+        except (OSError, MemoryError) as exc:
+            err.print(f"[red]error:[/red] {type(exc).__name__}: {exc}", highlight=False,
+                      soft_wrap=True)
+        except KeyboardInterrupt:
+            err.print("interrupted; nothing was written.")
+        raise typer.Exit(2)
+
+    return wrapper
+
+
+def parse_layers(text: str) -> list[int] | None:
+    """'all' -> None; '1,4,-1' -> [1, 4, -1]; 'last3' -> the last 3 (as Taps' int rule)."""
+    text = text.strip().lower()
+    if text in ("all", ""):
+        return None
+    if text.startswith("last"):
+        return int(text[4:])  # type: ignore[return-value]
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise MaelensError(
+            f"`--layers` must be 'all', 'lastN' or comma-separated integers, got {text!r}."
+        ) from None
+
+
+def torch_dtype(name: str) -> Any:
+    import torch
+
+    if name not in DTYPES:
+        raise MaelensError(f"`--dtype` must be one of {sorted(DTYPES)}, got {name!r}.")
+    return getattr(torch, name)
+
+
+def progress_bar(total: int, label: str) -> tuple[Progress, Callable[[int], None]]:
+    bar = Progress(TextColumn(label), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                   TimeRemainingColumn(), console=err, transient=True)
+    task = bar.add_task(label, total=total)
+    return bar, lambda n: bar.advance(task, n)
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+@app.command()
+@_friendly
+def extract(
+    model: Annotated[str, typer.Option(help="checkpoint: file, directory or maelens preset")],
+    images: Annotated[Path, typer.Option(help="image folder or .npy array")],
+    out_path: Annotated[Path, typer.Option("--out", help="output .npz")],
+    mask_ratio: Annotated[float, typer.Option(help="random masking ratio in [0, 1)")] = 0.0,
+    seed: Annotated[int, typer.Option(help="seed of the per-image random masks")] = 0,
+    layers: Annotated[str, typer.Option(help="'all', 'lastN' or e.g. '1,6,-1'")] = "all",
+    taps: Annotated[str, typer.Option(help="comma list of hidden,final,attn,heads,logits")] = (
+        "hidden,final,attn,heads,logits"),
+    no_preprocess: Annotated[bool, typer.Option(
+        "--no-preprocess", help=".npy holds (N,3,H,W) float32 already normalised")] = False,
+    strict: Annotated[bool, typer.Option(help="fail on an unreadable image")] = False,
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    dtype: Annotated[str, typer.Option(help="float32 | bfloat16 | float16")] = "float32",
+    device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N")] = "cpu",
+) -> None:
+    """Export activations of every image to one .npz (see README for the arrays)."""
+    from maelens.extract import ExtractSettings, load_inputs
+    from maelens.extract import extract as run_extract
+    from maelens.load import load_model
+    from maelens.results import write_npz
+
+    if out_path.suffix != ".npz":
+        raise MaelensError(f"`--out` must end in .npz, got {out_path}.")
+    settings = ExtractSettings(kinds=tuple(t.strip() for t in taps.split(",") if t.strip()),
+                               layers=parse_layers(layers), mask_ratio=mask_ratio, seed=seed,
+                               batch_size=batch_size, dtype=torch_dtype(dtype), device=device)
+    net = load_model(model, device=device)
+    settings.taps(net).resolve(net.depth)  # fail on a bad selection before reading images
+    pixels, names, skipped = load_inputs(images, net, preprocessed=no_preprocess, strict=strict)
+    for path, why in skipped:
+        err.print(f"skipped {path}: {why}", highlight=False, soft_wrap=True)
+    bar, advance = progress_bar(len(pixels), "extracting")
+    with bar:
+        arrays = run_extract(net, pixels, settings, progress=advance)
+    meta = {"model": model, "images": str(images), "names": names, "mask_ratio": mask_ratio,
+            "seed": seed, "dtype": dtype, "config": net.config.to_dict(),
+            "skipped": [p for p, _ in skipped],
+            "hidden_convention": "hidden[l] after block l, before the final norm; 0 = embeddings"}
+    write_npz(out_path, arrays, meta)
+    shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in arrays.items() if v.ndim > 1)
+    out.print(f"wrote {out_path}: {len(pixels)} images; {shapes}", highlight=False)
+
+
+@app.command()
+@_friendly
+def info(model: Annotated[str, typer.Argument(help="checkpoint: file, directory or preset")]
+         ) -> None:
+    """Print the architecture maelens inferred from a checkpoint."""
+    from maelens.load import load_model
+
+    net = load_model(model)
+    c = net.config
+    params = sum(p.numel() for p in net.parameters())
+    out.print(f"{model}: {params / 1e6:.2f} M parameters")
+    for key, value in c.to_dict().items():
+        out.print(f"  {key:18s} {value}", highlight=False)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,78 @@
+"""Export of raw activations: images -> model with taps -> arrays in one .npz."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from maelens.analyses.stack import StackActivations
+from maelens.capture import iterate_batches, run_capture
+from maelens.data import Preprocess, load_array_images, load_image_folder
+from maelens.errors import MaelensError
+from maelens.model import VisionTransformer
+from maelens.taps import Taps
+
+TAP_KINDS = ("hidden", "final", "attn", "heads", "logits")
+
+
+@dataclass(frozen=True)
+class ExtractSettings:
+    """What to record and how: `kinds` among TAP_KINDS, `layers` (None = all; see Taps),
+    random masking at `mask_ratio` seeded per image by `seed`, compute `dtype`."""
+
+    kinds: tuple[str, ...] = TAP_KINDS
+    layers: Sequence[int] | None = None
+    mask_ratio: float = 0.0
+    seed: int = 0
+    batch_size: int = 32
+    dtype: torch.dtype = torch.float32
+    device: str = "cpu"
+
+    def taps(self, model: VisionTransformer) -> Taps:
+        unknown = sorted(set(self.kinds) - set(TAP_KINDS))
+        if unknown:
+            raise MaelensError(f"unknown tap kind(s) {unknown}; choose from {list(TAP_KINDS)}.")
+        none: tuple[int, ...] = ()
+        return Taps(
+            hidden=self.layers if "hidden" in self.kinds else none,
+            attn=self.layers if "attn" in self.kinds else none,
+            heads=self.layers if "heads" in self.kinds else none,
+            final="final" in self.kinds,
+            logits="logits" in self.kinds and model.head is not None,
+        )
+
+
+def load_inputs(images: str | Path, model: VisionTransformer, preprocessed: bool = False,
+                strict: bool = False) -> tuple[torch.Tensor, list[str], list[tuple[str, str]]]:
+    """(N, C, S, S) model inputs from an image folder or a .npy array, their names, and the
+    skipped (file, reason) pairs. Folder images are resized / cropped / normalised for `model`."""
+    path = Path(images)
+    if path.is_dir():
+        if preprocessed:
+            raise MaelensError("`--no-preprocess` applies to .npy arrays, not image folders.")
+        loaded = load_image_folder(path, strict=strict)
+        pixels = loaded.to_tensor(Preprocess.from_config(model.config))
+        names = [p.relative_to(path).as_posix() for p in loaded.paths]
+        return pixels, names, [(str(p), why) for p, why in loaded.skipped]
+    if path.suffix == ".npy":
+        pixels = load_array_images(path, preprocessed, model.config)
+        return pixels, [f"{path.name}[{i}]" for i in range(len(pixels))], []
+    if not path.exists():
+        raise MaelensError(f"images {path} do not exist; give an image folder or a .npy file.")
+    raise MaelensError(f"images {path}: expected an image folder or a .npy file.")
+
+
+def extract(model: VisionTransformer, pixels: torch.Tensor, settings: ExtractSettings,
+            progress: Callable[[int], Any] | None = None) -> dict[str, np.ndarray]:
+    """Arrays as documented in `StackActivations`, for every image of `pixels` (N, C, S, S)."""
+    stack = StackActivations(len(pixels), settings.taps(model))
+    batches = iterate_batches(pixels, batch_size=settings.batch_size)
+    (arrays,) = run_capture(model, batches, [stack], mask_ratio=settings.mask_ratio,
+                            seed=settings.seed, device=settings.device, dtype=settings.dtype,
+                            progress=progress)
+    return arrays
