@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+import scipy.linalg
 import torch
 
 from maelens.errors import MaelensError
@@ -79,3 +81,50 @@ def resolve_layers(
             )
         out.add(resolved)
     return tuple(sorted(out))
+
+
+# --- linear-MAE theory (maelens.theory) -------------------------------------------------------
+
+
+def check_covariance(name: str, sigma: object, *, rtol: float = 1e-9) -> np.ndarray:
+    """Return `sigma` as a symmetrised float64 (d, d) array if it is symmetric PSD.
+
+    PSD is tested by a Cholesky factorisation of sigma + rtol * max(diag) * I (a d^3/3 cost,
+    several times cheaper than an eigendecomposition), so round-off negatives pass.
+    """
+    array = np.asarray(sigma, dtype=np.float64)
+    if array.ndim != 2 or array.shape[0] != array.shape[1] or array.shape[0] == 0:
+        raise MaelensError(
+            f"`{name}` must be a square (d, d) covariance matrix, got shape {array.shape}."
+        )
+    if not np.all(np.isfinite(array)):
+        raise MaelensError(f"`{name}` contains NaN or inf; expected a finite covariance matrix.")
+    scale = float(np.max(np.abs(array))) or 1.0
+    asym = float(np.max(np.abs(array - array.T)))
+    if asym > 1e-10 * scale:
+        raise MaelensError(
+            f"`{name}` must be symmetric, got max |sigma - sigma.T| = {asym:.3g} "
+            f"(max |sigma| = {scale:.3g}). Fix: pass (sigma + sigma.T) / 2."
+        )
+    array = (array + array.T) / 2.0
+    jitter = rtol * max(float(np.max(np.diag(array))), 0.0) + 1e-300
+    try:
+        scipy.linalg.cholesky(array + jitter * np.eye(len(array)), lower=True)
+    except np.linalg.LinAlgError:
+        low = float(scipy.linalg.eigvalsh(array, subset_by_index=[0, 0])[0])
+        raise MaelensError(
+            f"`{name}` must be positive semi-definite, got smallest eigenvalue {low:.3g}. "
+            "Fix: pass a covariance (e.g. X.T @ X / n) or clip negative eigenvalues."
+        ) from None
+    return array
+
+
+def check_rank(name: str, rank: object, dim: int) -> int:
+    """A code size k must satisfy 1 <= k < d (k = d would make the optimum the identity map)."""
+    if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) \
+            or not 1 <= int(rank) < dim:
+        raise MaelensError(
+            f"`{name}` must be an integer with 1 <= {name} < d = {dim}, got {rank!r}. "
+            "Fix: choose a bottleneck smaller than the input dimension."
+        )
+    return int(rank)
