@@ -163,7 +163,7 @@ class VisionTransformer(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, c.embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, c.num_patches + 1, c.embed_dim),
                                       requires_grad=c.pos_embed == "learned")
-        rates = torch.linspace(0, c.drop_path_rate, c.depth).tolist()
+        rates = [c.drop_path_rate * i / max(c.depth - 1, 1) for i in range(c.depth)]
         self.blocks = nn.ModuleList(
             Block(c.embed_dim, c.num_heads, c.mlp_dim, c.qkv_bias, c.norm_eps, rate)
             for rate in rates

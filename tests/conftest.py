@@ -1,0 +1,39 @@
+"""Tiny shared fixtures: depth-2, width-32 models on 32x32 images."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from maelens.config import ViTConfig
+from maelens.model import VisionTransformer
+
+
+def pytest_configure(config) -> None:  # noqa: ANN001
+    # Tiny models gain nothing from a second thread, and on a shared 2-core machine a second
+    # thread mostly waits: one thread keeps the suite fast and its timings stable.
+    torch.set_num_threads(1)
+
+
+def tiny_config(**changes) -> ViTConfig:  # noqa: ANN003
+    base = ViTConfig(image_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4, mlp_dim=64,
+                     decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2,
+                     decoder_mlp_dim=32)
+    return base.replace(**changes)
+
+
+def tiny_model(seed: int = 0, **changes) -> VisionTransformer:  # noqa: ANN003
+    torch.manual_seed(seed)
+    return VisionTransformer(tiny_config(**changes)).eval()
+
+
+@pytest.fixture
+def tiny() -> VisionTransformer:
+    """An MAE (encoder + decoder) with a 4-class average-pool head, random weights."""
+    return tiny_model(num_classes=4, pool="avg", fc_norm=True, final_norm=False)
+
+
+@pytest.fixture
+def images() -> torch.Tensor:
+    """(6, 3, 32, 32) normalised-looking random images."""
+    return torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(1))
