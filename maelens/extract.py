@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from maelens._validate import check_positive_int, check_ratio
 from maelens.analyses.stack import StackActivations
 from maelens.capture import iterate_batches, run_capture
 from maelens.data import Preprocess, load_array_images, load_image_folder
@@ -32,6 +33,10 @@ class ExtractSettings:
     batch_size: int = 32
     dtype: torch.dtype = torch.float32
     device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        check_ratio("mask_ratio", self.mask_ratio)
+        check_positive_int("batch_size", self.batch_size)
 
     def taps(self, model: VisionTransformer) -> Taps:
         unknown = sorted(set(self.kinds) - set(TAP_KINDS))
