@@ -40,6 +40,7 @@ from maelens.convert import (
     preview_keys,
     to_timm_layout,
 )
+from maelens.demo_models import demo_model_path
 from maelens.errors import MaelensError
 from maelens.model import VisionTransformer
 from maelens.posembed import is_sincos, resample_pos_embed, sincos_2d
@@ -150,6 +151,8 @@ def _resolve(source: Any, heads: dict[str, int]) -> tuple[ViTConfig, StateDict, 
             f"cannot load a model from a {type(source).__name__}; expected a path, a "
             "transformers ViT/ViTMAE model, a maelens VisionTransformer or (ViTConfig, state)."
         )
+    if isinstance(source, str) and source.startswith("demo:"):
+        source = demo_model_path(source.removeprefix("demo:"))
     path = Path(source).expanduser()
     if not path.exists():
         raise MaelensError(f"no such file or directory: {path}; check the checkpoint path.")
