@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from safetensors.torch import save_file
 
 from maelens.config import ViTConfig
 from maelens.errors import MaelensError
+from maelens.results import atomic_write
 
 META_FILE = "maelens.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -39,12 +39,12 @@ def save_checkpoint(
     header = {"maelens_config": json.dumps(config.to_dict()),
               "maelens_meta": json.dumps(meta or {}, default=str)}
     if path.suffix == ".safetensors":
-        _atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=header))
+        atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=header))
         return path
     path.mkdir(parents=True, exist_ok=True)
-    _atomic(path / WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp), metadata=header))
+    atomic_write(path / WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp), metadata=header))
     text = json.dumps({"config": config.to_dict(), "meta": meta or {}}, indent=2, default=str)
-    _atomic(path / META_FILE, lambda tmp: tmp.write_text(text))
+    atomic_write(path / META_FILE, lambda tmp: tmp.write_text(text))
     return path
 
 
@@ -53,17 +53,6 @@ def _stored(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
     if dtype is not None and tensor.is_floating_point():
         tensor = tensor.to(dtype)
     return tensor
-
-
-def _atomic(target: Path, write) -> None:  # noqa: ANN001 - callable taking the temp path
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def is_native(path: str | os.PathLike) -> bool:

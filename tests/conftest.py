@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import pytest
 import torch
+from threadpoolctl import threadpool_limits
 
 from maelens.config import ViTConfig
 from maelens.model import VisionTransformer
 
+_BLAS_LIMIT = []
+
 
 def pytest_configure(config) -> None:  # noqa: ANN001
-    # Tiny models gain nothing from a second thread, and on a shared 2-core machine a second
-    # thread mostly waits: one thread keeps the suite fast and its timings stable.
+    # Tiny models and matrices gain nothing from a second thread, and on a shared 2-core
+    # machine a second thread mostly waits (small-matrix BLAS was seen ~80x slower under load):
+    # one thread keeps the suite fast and its timings stable.
     torch.set_num_threads(1)
+    _BLAS_LIMIT.append(threadpool_limits(1))
 
 
 def tiny_config(**changes) -> ViTConfig:  # noqa: ANN003

@@ -6,7 +6,6 @@ import logging
 
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_limits
 
 from maelens.theory import (
     blocks_1d,
@@ -21,13 +20,6 @@ from maelens.theory import (
     solve_linear_mae,
     tiles_2d,
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_blas_thread():
-    """Tiny matrices: one BLAS thread is fastest, and a busy shared machine cannot stall it."""
-    with threadpool_limits(1):
-        yield
 
 
 def projector(X: np.ndarray) -> np.ndarray:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_limits
 
 from maelens.theory import (
     KERNELS,
@@ -18,13 +17,6 @@ from maelens.theory import (
     resize_images,
     rho_from_coupling,
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_blas_thread():
-    """Tiny matrices: one BLAS thread is fastest, and a busy shared machine cannot stall it."""
-    with threadpool_limits(1):
-        yield
 
 
 def test_kernel_values_at_known_points():

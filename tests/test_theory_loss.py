@@ -6,7 +6,6 @@ import itertools
 
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_limits
 
 from maelens.theory import (
     ExpectedLoss,
@@ -19,12 +18,6 @@ from maelens.theory import (
 
 TARGETS = ["all", "masked", "visible", (1.0, 0.3)]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_blas_thread():
-    """Tiny matrices: one BLAS thread is fastest, and a busy shared machine cannot stall it."""
-    with threadpool_limits(1):
-        yield
 
 
 def setup(d: int = 8, p: int = 2, seed: int = 0):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_limits
 
 from maelens.errors import MaelensError
 from maelens.theory import (
@@ -17,13 +16,6 @@ from maelens.theory import (
     solve_linear_mae,
     tiles_2d,
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_blas_thread():
-    """Tiny matrices: one BLAS thread is fastest, and a busy shared machine cannot stall it."""
-    with threadpool_limits(1):
-        yield
 
 
 @pytest.fixture

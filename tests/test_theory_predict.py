@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_limits
 
 from maelens.errors import MaelensError
 from maelens.theory import (
@@ -33,12 +32,6 @@ from maelens.theory import (
 
 RATIOS = [0.0, 0.25, 0.5, 0.75, 0.9]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_blas_thread():
-    """Tiny matrices: one BLAS thread is fastest, and a busy shared machine cannot stall it."""
-    with threadpool_limits(1):
-        yield
 
 
 @pytest.fixture(scope="module")

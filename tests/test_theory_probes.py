@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from sklearn.linear_model import LinearRegression
-from threadpoolctl import threadpool_limits
 
 from maelens.theory import (
     blocks_1d,
@@ -17,13 +16,6 @@ from maelens.theory import (
     ridge_probe_r2,
     sampled_probe_r2,
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_blas_thread():
-    """Tiny matrices: one BLAS thread is fastest, and a busy shared machine cannot stall it."""
-    with threadpool_limits(1):
-        yield
 
 
 def test_population_r2_known_answers():

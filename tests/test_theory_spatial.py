@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_limits
 
 from maelens.theory import (
     blocks_1d,
@@ -22,13 +21,6 @@ from maelens.theory import (
     tiles_2d,
     weighted_mean_distance,
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_blas_thread():
-    """Tiny matrices: one BLAS thread is fastest, and a busy shared machine cannot stall it."""
-    with threadpool_limits(1):
-        yield
 
 
 def test_pixel_distances_wrap_periodic_axes():
