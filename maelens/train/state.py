@@ -11,9 +11,7 @@ needs only s, the weights and the optimizer state.
 from __future__ import annotations
 
 import dataclasses
-import os
 import platform
-import tempfile
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
@@ -24,6 +22,7 @@ import torch
 
 from maelens.config import ViTConfig
 from maelens.errors import MaelensError
+from maelens.results import atomic_write
 
 STATE_FILE = "train_state.pt"
 STATE_FORMAT = 1
@@ -73,14 +72,7 @@ def save_state(path: Path, *, module: torch.nn.Module, optimizer: torch.optim.Op
     record = {"format": STATE_FORMAT, **header, "loop": dataclasses.asdict(loop),
               "model": {k: v.detach().cpu() for k, v in module.state_dict().items()},
               "optimizer": optimizer.state_dict()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(record, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, lambda tmp: torch.save(record, tmp))
 
 
 def load_state(path: Path) -> dict[str, Any]:
