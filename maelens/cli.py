@@ -174,8 +174,10 @@ def demo(
 
 def _register_subcommands() -> None:
     from maelens import cli_train
+    from maelens.cli_theory import theory_app
 
     cli_train.register(app, _friendly)
+    app.add_typer(theory_app, name="theory", help="linear-MAE theory and (m, p) sweeps")
 
 
 _register_subcommands()

@@ -26,6 +26,11 @@ LABELS = {
 }
 
 
+# Spatial metrics are read off the full-rank map W* (the rank-k map at m = 0 is the PCA
+# projector, already spread); the encoder and spectrum metrics come from the rank-k optimum.
+FULL_RANK_METRICS = ("mean_distance_px", "spatial_entropy", "out_of_patch_mass")
+
+
 def plot_spread_heatmap(
     grid: SpreadGrid | Mapping, path: str | Path, metric: str = "mean_distance_px"
 ) -> Path:
@@ -44,7 +49,8 @@ def plot_spread_heatmap(
     for (row, col), value in np.ndenumerate(values):
         ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=7, color="w")
     fig.colorbar(image, ax=ax, label=LABELS[metric])
-    ax.set_title(f"linear MAE, rank {data['rank']}, {data['scheme']} masks", fontsize=9)
+    model = "full-rank W*" if metric in FULL_RANK_METRICS else f"rank {data['rank']}"
+    ax.set_title(f"linear MAE, {model}, {data['scheme']} masks", fontsize=9)
     return _save(fig, path)
 
 
@@ -84,7 +90,7 @@ def plot_boundary_emphasis(
         ax.set_ylabel("row energy / mean")
         ax.legend(fontsize=7)
         return _save(fig, path)
-    fig = Figure(figsize=(2.2 * len(items), 2.4))
+    fig = Figure(figsize=(2.2 * len(items), 2.6), layout="constrained")
     for index, (label, data) in enumerate(items, start=1):
         ax = fig.add_subplot(1, len(items), index)
         ax.imshow(np.asarray(data["profile"]), cmap="magma")
@@ -116,6 +122,7 @@ def _as_dict(result) -> dict:
 def _save(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
     fig.savefig(path, dpi=120)
     return path
