@@ -78,6 +78,9 @@ def progress_bar(total: int, label: str) -> tuple[Progress, Callable[[int], None
 
 @app.callback()
 def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    from maelens.capture import keep_freed_memory
+
+    keep_freed_memory()  # this process is ours: see its docstring
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
