@@ -16,7 +16,6 @@ The machine is shared and noisy: the median step is reported. Keep --steps small
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 from pathlib import Path
@@ -54,11 +53,16 @@ def measure(batch: int, steps: int, warmup: int, work: Path) -> tuple[float, flo
 
 
 def demo_runs() -> list[dict]:
+    """The training record of each shipped demo model (read from its checkpoint metadata)."""
+    from maelens.checkpoint import read_native
+    from maelens.demo_models import DEMO_MODELS
+
     rows = []
-    for meta_file in sorted(ASSETS.glob("**/maelens.json")) if ASSETS.is_dir() else []:
-        meta = json.loads(meta_file.read_text()).get("meta", {})
-        if "wall_time_s" in meta:
-            rows.append({"model": str(meta_file.parent.relative_to(ASSETS)), **meta})
+    for name, file in DEMO_MODELS.items():
+        if (ASSETS / file).is_file():
+            meta = read_native(ASSETS / file)[2]
+            if "wall_time_s" in meta:
+                rows.append({"model": name, **meta})
     return rows
 
 
