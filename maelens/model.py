@@ -62,9 +62,13 @@ class Attention(nn.Module):
 
 
 def _softmax_(scores: torch.Tensor) -> torch.Tensor:
-    """In-place softmax over the last axis (same maths as `Tensor.softmax`, no new memory)."""
-    scores.sub_(scores.amax(dim=-1, keepdim=True)).exp_()
-    return scores.div_(scores.sum(dim=-1, keepdim=True))
+    """In-place softmax over the last axis (same maths as `Tensor.softmax`, no new memory).
+    Half-precision scores are normalised in float32, as `Tensor.softmax` does internally:
+    summing ~200 bf16 exponentials in bf16 would cost about two significant digits."""
+    if scores.dtype in (torch.float32, torch.float64):
+        scores.sub_(scores.amax(dim=-1, keepdim=True)).exp_()
+        return scores.div_(scores.sum(dim=-1, keepdim=True))
+    return scores.copy_(scores.float().softmax(dim=-1))
 
 
 class TapSlots:

@@ -103,3 +103,12 @@ def test_bad_arguments_are_named(tiny, images):
     with pytest.raises(MaelensError, match="mask_ratio"):
         run_capture(tiny, iterate_batches(images), [StackActivations(6, Taps())],
                     mask_ratio=1.0)
+
+
+def test_tapped_bfloat16_attention_is_normalised_in_float32(tiny, images):
+    model = tiny.to(torch.bfloat16)
+    pixels = images.to(torch.bfloat16)
+    with torch.inference_mode():
+        stored = model(pixels, taps=Taps(attn=[1]), store=TapStore(reuse=True)).attn[1]
+        fresh = model(pixels, taps=Taps(attn=[1])).attn[1]  # torch's own softmax
+    assert torch.equal(stored, fresh)  # bf16 exponentials summed in bf16 would differ
