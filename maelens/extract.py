@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from maelens.analyses.stack import StackActivations
 from maelens.capture import iterate_batches, run_capture
 from maelens.data import Preprocess, load_array_images, load_image_folder
 from maelens.errors import MaelensError
+from maelens.masking import num_visible
 from maelens.model import VisionTransformer
 from maelens.taps import Taps
 
@@ -72,9 +74,54 @@ def load_inputs(images: str | Path, model: VisionTransformer, preprocessed: bool
     raise MaelensError(f"images {path}: expected an image folder or a .npy file.")
 
 
+def output_bytes(model: VisionTransformer, settings: ExtractSettings, image_hw: tuple[int, int]
+                 ) -> dict[str, int]:
+    """Bytes per image of each float32 output array (the .npz is about N times their sum)."""
+    c = model.config
+    n = (image_hw[0] // c.patch_size) * (image_hw[1] // c.patch_size)
+    tokens = 1 + num_visible(n, settings.mask_ratio)
+    plan = settings.taps(model).resolve(model.depth)
+    sizes = {"hidden": len(plan.hidden) * tokens * c.embed_dim,
+             "attn": len(plan.attn) * c.num_heads * tokens**2,
+             "heads": len(plan.heads) * tokens * c.embed_dim,
+             "final": tokens * c.embed_dim if plan.final else 0,
+             "logits": c.num_classes if plan.logits else 0}
+    return {name: 4 * size for name, size in sizes.items() if size}
+
+
+def available_memory() -> int | None:
+    """Free physical memory in bytes (Linux), None where unknown."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def check_fits(model: VisionTransformer, settings: ExtractSettings, pixels: torch.Tensor) -> None:
+    """Refuse, before any work, an export whose arrays exceed 80 % of the free memory."""
+    per_image = output_bytes(model, settings, tuple(pixels.shape[-2:]))
+    need, free = len(pixels) * sum(per_image.values()), available_memory()
+    if free is not None and need > 0.8 * free:
+        parts = ", ".join(f"{k} {_size(v)}" for k, v in per_image.items())
+        raise MaelensError(
+            f"the requested arrays need {_size(need)} for {len(pixels)} images "
+            f"(per image: {parts}) but only {_size(free)} of memory is free; fix: "
+            "fewer `--layers`, drop `attn` from `--taps`, or export fewer images at a time."
+        )
+
+
 def extract(model: VisionTransformer, pixels: torch.Tensor, settings: ExtractSettings,
             progress: Callable[[int], Any] | None = None) -> dict[str, np.ndarray]:
     """Arrays as documented in `StackActivations`, for every image of `pixels` (N, C, S, S)."""
+    check_fits(model, settings, pixels)
     stack = StackActivations(len(pixels), settings.taps(model))
     batches = iterate_batches(pixels, batch_size=settings.batch_size)
     (arrays,) = run_capture(model, batches, [stack], mask_ratio=settings.mask_ratio,

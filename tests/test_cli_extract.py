@@ -39,9 +39,12 @@ def run(*args):
 
 
 def one_line_error(result, *needles):
+    """Exit 2 and the error as the last line, one line, no traceback (notices of skipped
+    files may precede it)."""
     assert result.exit_code == 2, result.output
-    text = result.output.strip()
-    assert text.startswith("error:") and "Traceback" not in text, text
+    assert "Traceback" not in result.output, result.output
+    text = result.output.strip().splitlines()[-1]
+    assert text.startswith("error:"), result.output
     for needle in needles:
         assert needle in text, text
 
@@ -132,3 +135,21 @@ def test_info_prints_the_inferred_architecture(checkpoint):
     result = run("info", checkpoint[0])
     assert result.exit_code == 0, result.output
     assert "embed_dim" in result.output and "32" in result.output
+
+
+def test_output_size_estimate_matches_the_arrays_and_guards_memory(checkpoint, folder, tmp_path,
+                                                                    monkeypatch):
+    import maelens.extract as ex
+    from maelens.extract import ExtractSettings, output_bytes
+
+    path, model = checkpoint
+    estimate = output_bytes(model, ExtractSettings(), (32, 32))
+    out = tmp_path / "acts.npz"
+    assert run("extract", "--model", path, "--images", folder, "--out", out).exit_code == 0
+    with np.load(out) as data:
+        for name, per_image in estimate.items():
+            assert data[name].nbytes == 4 * per_image  # the folder holds 4 readable images
+    monkeypatch.setattr(ex, "available_memory", lambda: 10_000)
+    one_line_error(run("extract", "--model", path, "--images", folder, "--out",
+                       tmp_path / "big.npz"), "KiB", "--taps")
+    assert not (tmp_path / "big.npz").exists()
