@@ -71,7 +71,8 @@ def build(variant: str, batch: int, image_size: int) -> Callable[[], object]:
     x = torch.randn(batch, 3, image_size, image_size, generator=torch.Generator().manual_seed(1))
     if kind == "hf":
         model = hf_model(taps, image_size)
-        noise = torch.arange(model.config.image_size ** 2 // 256).expand(batch, -1).float()
+        patches = (image_size // model.config.patch_size) ** 2
+        noise = torch.arange(patches).expand(batch, -1).float()
         extra = {"output_attentions": True, "output_hidden_states": True} if taps == "eager" else {}
         return lambda: model(x, noise=noise, **extra)
     model = load_model(hf_model("sdpa", image_size))  # the same weights as transformers'

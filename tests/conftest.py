@@ -20,6 +20,12 @@ def pytest_configure(config) -> None:  # noqa: ANN001
     _BLAS_LIMIT.append(threadpool_limits(1))
 
 
+# Architecture overrides of the "mae_demo" preset for tiny training runs.
+TINY_TRAIN_OVERRIDES = {"embed_dim": 32, "depth": 2, "num_heads": 2, "mlp_dim": 64,
+                        "decoder_embed_dim": 32, "decoder_depth": 1, "decoder_num_heads": 2,
+                        "decoder_mlp_dim": 64}
+
+
 def tiny_config(**changes) -> ViTConfig:  # noqa: ANN003
     base = ViTConfig(image_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4, mlp_dim=64,
                      decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2,

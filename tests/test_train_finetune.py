@@ -22,9 +22,8 @@ from maelens.train import (
     train_vit,
 )
 from maelens.train.finetune import Classifier
+from tests.conftest import TINY_TRAIN_OVERRIDES as TINY
 
-TINY = {"embed_dim": 32, "depth": 2, "num_heads": 2, "mlp_dim": 64, "decoder_embed_dim": 32,
-        "decoder_depth": 1, "decoder_num_heads": 2, "decoder_mlp_dim": 64}
 COLOURS = torch.tensor([[1.0, -1.0, 0.5], [-1.0, 1.0, -0.5]])  # two classes, normalised units
 
 

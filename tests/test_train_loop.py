@@ -24,9 +24,7 @@ from maelens.train import (
     pretrain,
     random_shift,
 )
-
-TINY = {"embed_dim": 32, "depth": 2, "num_heads": 2, "mlp_dim": 64, "decoder_embed_dim": 32,
-        "decoder_depth": 1, "decoder_num_heads": 2, "decoder_mlp_dim": 64}
+from tests.conftest import TINY_TRAIN_OVERRIDES as TINY
 
 
 def tiny_data(n: int = 24, seed: int = 0) -> TrainData:

@@ -127,11 +127,8 @@ def linear_mae_optimum(
     `sigma_sq` may pass a precomputed Σ @ Σ to reuse over a grid of (m, p) (it does not
     depend on either). A tie at the cut is logged as a warning and flagged in `tied`.
     """
-    sigma = check_covariance("sigma", sigma)
-    check_partition_matches(sigma, partition)
+    sigma, moments, Q = _masked_problem(sigma, mask_ratio, partition, scheme)
     k = check_rank("rank", rank, sigma.shape[0])
-    moments = mask_moments(mask_ratio, partition.n_patches, scheme)
-    Q = masked_second_moment(sigma, moments, partition)
     return reduced_rank_solution(
         sigma, Q, moments.q1, k, method=method, tie_rtol=tie_rtol, sigma_sq=sigma_sq,
         mask_ratio=moments.mask_ratio, scheme=scheme,
@@ -162,25 +159,28 @@ def denoising_ae_optimum(
     )
 
 
+def _masked_problem(sigma: np.ndarray, mask_ratio: float, partition: Partition, scheme: Scheme
+                    ) -> tuple[np.ndarray, MaskMoments, np.ndarray]:
+    """Validated Σ (d, d), the mask moments, and Q = E[(r⊙x)ᵀ(r⊙x)] (d, d)."""
+    sigma = check_covariance("sigma", sigma)
+    check_partition_matches(sigma, partition)
+    moments = mask_moments(mask_ratio, partition.n_patches, scheme)
+    return sigma, moments, masked_second_moment(sigma, moments, partition)
+
+
 def full_rank_optimum(
     sigma: np.ndarray, mask_ratio: float, partition: Partition, scheme: Scheme = "bernoulli"
 ) -> np.ndarray:
     """W* = q1 Q⁻¹ Σ (d, d), the all-pixel optimum without a bottleneck (Bernoulli: V⁻¹ Σ)."""
-    sigma = check_covariance("sigma", sigma)
-    check_partition_matches(sigma, partition)
-    moments = mask_moments(mask_ratio, partition.n_patches, scheme)
-    factor = cholesky_q(masked_second_moment(sigma, moments, partition))
-    return moments.q1 * scipy.linalg.cho_solve(factor, sigma)
+    sigma, moments, Q = _masked_problem(sigma, mask_ratio, partition, scheme)
+    return moments.q1 * scipy.linalg.cho_solve(cholesky_q(Q), sigma)
 
 
 def mae_spectrum(
     sigma: np.ndarray, mask_ratio: float, partition: Partition, scheme: Scheme = "bernoulli"
 ) -> np.ndarray:
     """All d eigenvalues of M = Σ Q⁻¹ Σ, descending (the feature 'variances' the MAE ranks)."""
-    sigma = check_covariance("sigma", sigma)
-    check_partition_matches(sigma, partition)
-    moments = mask_moments(mask_ratio, partition.n_patches, scheme)
-    Q = masked_second_moment(sigma, moments, partition)
+    sigma, _, Q = _masked_problem(sigma, mask_ratio, partition, scheme)
     try:
         values = scipy.linalg.eigh(sigma @ sigma, Q, eigvals_only=True)
     except np.linalg.LinAlgError as exc:
