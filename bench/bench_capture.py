@@ -59,12 +59,12 @@ def hf_model(attn: str, image_size: int) -> torch.nn.Module:
 
 def build(variant: str, batch: int, image_size: int) -> Callable[[], object]:
     """A zero-argument callable running one batch of `variant`."""
-    from maelens.load import load_model
-    from maelens.taps import Taps, TapStore
+    from maelens.checkpoints.load import load_model
+    from maelens.model.taps import Taps, TapStore
 
     kind, taps = variant.split(":")
     if kind == "cli":
-        from maelens.capture import keep_freed_memory
+        from maelens.engine.capture import keep_freed_memory
 
         keep_freed_memory()
         kind = "mae"
@@ -128,8 +128,8 @@ def show(title: str, results: dict[str, tuple[float, int]]) -> None:
 
 def bf16_fidelity(model: torch.nn.Module, pixels: torch.Tensor) -> tuple[float, float]:
     """(mean cosine of final mean-patch embeddings bf16 vs fp32, top-1 agreement)."""
-    from maelens.load import load_model
-    from maelens.taps import Taps
+    from maelens.checkpoints.load import load_model
+    from maelens.model.taps import Taps
 
     taps = Taps(final=True, logits=model.head is not None)
     low_model = load_model(model, dtype=torch.bfloat16)
@@ -174,8 +174,8 @@ def main() -> None:
 
 
 def fidelity() -> None:
+    from maelens.checkpoints.load import load_model
     from maelens.data import mnist_tensors
-    from maelens.load import load_model
 
     model = load_model(hf_model("sdpa", 224))
     pixels = torch.randn(8, 3, 224, 224, generator=torch.Generator().manual_seed(1))

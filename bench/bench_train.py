@@ -54,8 +54,8 @@ def measure(batch: int, steps: int, warmup: int, work: Path) -> tuple[float, flo
 
 def demo_runs() -> list[dict]:
     """The training record of each shipped demo model (read from its checkpoint metadata)."""
-    from maelens.checkpoint import read_native
-    from maelens.demo_models import DEMO_MODELS
+    from maelens.checkpoints.demo_models import DEMO_MODELS
+    from maelens.checkpoints.native import read_native
 
     rows = []
     for name, file in DEMO_MODELS.items():

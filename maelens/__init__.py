@@ -4,12 +4,12 @@ The data flows one way: checkpoint -> model with taps -> batched capture -> stre
 -> results -> figures. The names below are the public API.
 """
 
-from maelens.capture import Batch, iterate_batches, run_capture
-from maelens.config import PRESETS, ViTConfig, preset
+from maelens.checkpoints.load import load_model
+from maelens.engine.capture import Batch, iterate_batches, run_capture
 from maelens.errors import MaelensError
-from maelens.load import load_model
-from maelens.model import MAEOutput, VisionTransformer
-from maelens.taps import Capture, Taps, TapStore
+from maelens.model.config import PRESETS, ViTConfig, preset
+from maelens.model.taps import Capture, Taps, TapStore
+from maelens.model.vit import MAEOutput, VisionTransformer
 
 __version__ = "0.1.0"
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from threadpoolctl import threadpool_limits
 
-from maelens.config import ViTConfig
-from maelens.model import VisionTransformer
+from maelens.model.config import ViTConfig
+from maelens.model.vit import VisionTransformer
 
 _BLAS_LIMIT = []
 

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from maelens.analyses.stack import StackActivations
-from maelens.capture import Batch, iterate_batches, keep_for_images, run_capture
+from maelens.engine.capture import Batch, iterate_batches, keep_for_images, run_capture
 from maelens.errors import MaelensError
-from maelens.taps import Capture, Taps, TapStore
+from maelens.model.taps import Capture, Taps, TapStore
 
 
 class MeanPatchPerLayer:

@@ -7,9 +7,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from maelens.checkpoint import save_checkpoint
+from maelens.checkpoints.native import save_checkpoint
 from maelens.cli import app
-from maelens.results import read_npz_meta
+from maelens.results.io import read_npz_meta
 from tests.conftest import tiny_model
 
 runner = CliRunner()
@@ -139,8 +139,8 @@ def test_info_prints_the_inferred_architecture(checkpoint):
 
 def test_output_size_estimate_matches_the_arrays_and_guards_memory(checkpoint, folder, tmp_path,
                                                                     monkeypatch):
-    import maelens.extract as ex
-    from maelens.extract import ExtractSettings, output_bytes
+    import maelens.studies.extract as ex
+    from maelens.studies.extract import ExtractSettings, output_bytes
 
     path, model = checkpoint
     estimate = output_bytes(model, ExtractSettings(), (32, 32))

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from maelens.config import ViTConfig
-from maelens.convert import (
+from maelens.checkpoints.convert import (
     check_hf_sizes,
     default_decoder_heads,
     default_num_heads,
@@ -19,8 +18,9 @@ from maelens.convert import (
     to_timm_layout,
 )
 from maelens.errors import MaelensError
-from maelens.model import VisionTransformer
-from maelens.posembed import sincos_2d
+from maelens.model.config import ViTConfig
+from maelens.model.posembed import sincos_2d
+from maelens.model.vit import VisionTransformer
 
 TINY = ViTConfig(image_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=1, mlp_dim=128,
                  decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=1, decoder_mlp_dim=48)

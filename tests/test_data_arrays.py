@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from maelens.config import ViTConfig
 from maelens.data import Preprocess, load_array_images
 from maelens.errors import MaelensError
+from maelens.model.config import ViTConfig
 
 CONFIG = ViTConfig(image_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2, mlp_dim=64)
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from maelens.config import IMAGENET_MEAN, IMAGENET_STD, ViTConfig
 from maelens.data import Preprocess, denormalize
 from maelens.errors import MaelensError
+from maelens.model.config import IMAGENET_MEAN, IMAGENET_STD, ViTConfig
 
 
 def test_constant_image_normalises_to_the_formula():

@@ -9,10 +9,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from maelens.checkpoints.demo_models import DEMO_MODELS, demo_model_path
+from maelens.checkpoints.load import load_model
 from maelens.cli import app
 from maelens.data import mnist_tensors
-from maelens.demo_models import DEMO_MODELS, demo_model_path
-from maelens.load import load_model
 from maelens.train.evaluate import accuracy, knn_accuracy, mean_patch_features
 
 

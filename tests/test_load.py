@@ -11,12 +11,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from maelens.checkpoint import save_checkpoint
-from maelens.config import ViTConfig
+from maelens.checkpoints.load import Opaque, load_model, read_weights
+from maelens.checkpoints.native import save_checkpoint
 from maelens.errors import MaelensError
-from maelens.load import Opaque, load_model, read_weights
-from maelens.model import VisionTransformer
-from maelens.taps import Taps
+from maelens.model.config import ViTConfig
+from maelens.model.taps import Taps
+from maelens.model.vit import VisionTransformer
 
 ENC = ViTConfig(image_size=32, patch_size=8, embed_dim=128, depth=2, num_heads=2, mlp_dim=256)
 FULL = ENC.replace(decoder_embed_dim=64, decoder_depth=2, decoder_num_heads=2,

@@ -18,11 +18,11 @@ import torch
 import transformers  # a test dependency: missing it must fail loudly, not skip
 from safetensors.torch import load_file, save_file
 
-from maelens.load import load_model, read_checkpoint
-from maelens.masking import random_keep
-from maelens.model import VisionTransformer
-from maelens.posembed import sincos_2d
-from maelens.taps import Taps
+from maelens.checkpoints.load import load_model, read_checkpoint
+from maelens.model.masking import random_keep
+from maelens.model.posembed import sincos_2d
+from maelens.model.taps import Taps
+from maelens.model.vit import VisionTransformer
 
 TOL = 1e-4
 MASK_RATIO = 0.75
@@ -240,7 +240,7 @@ def test_vit_model_pooler_is_ignored_with_a_log_line(tmp_path, caplog):
     pixels = torch.randn(1, 3, 32, 32)
     want = hf(pixels, **OUTPUTS)
     for source in (hf, tmp_path):
-        with caplog.at_level(logging.INFO, logger="maelens.load"):
+        with caplog.at_level(logging.INFO, logger="maelens.checkpoints.load"):
             ours = load_model(source)
         assert sorted(ours.load_info["ignored"]) == ["pooler.dense.bias", "pooler.dense.weight"]
         assert "pooler.dense.weight" in caplog.text

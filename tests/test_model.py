@@ -7,11 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from maelens.config import ViTConfig
 from maelens.errors import MaelensError
-from maelens.model import VisionTransformer
-from maelens.posembed import resample_pos_embed, sincos_2d
-from maelens.taps import Taps
+from maelens.model.config import ViTConfig
+from maelens.model.posembed import resample_pos_embed, sincos_2d
+from maelens.model.taps import Taps
+from maelens.model.vit import VisionTransformer
 
 CFG = ViTConfig(image_size=32, patch_size=8, embed_dim=32, depth=3, num_heads=4, mlp_dim=64)
 N = CFG.num_patches  # 16

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from maelens.config import ViTConfig
 from maelens.errors import MaelensError
-from maelens.model import VisionTransformer
-from maelens.theory.jacobian import (
+from maelens.model.config import ViTConfig
+from maelens.model.vit import VisionTransformer
+from maelens.studies.jacobian import (
     JacobianAverage,
     LinearMAE,
     adaptive_basis,

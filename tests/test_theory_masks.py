@@ -73,7 +73,7 @@ def test_fixed_count_follows_mae_code_truncation():
     assert mask_moments(0.75, 10, "fixed").q1 == pytest.approx(0.2)
     with pytest.raises(MaelensError, match="mask_ratio"):
         fixed_count_kept(10, 0.95)  # int(0.5) = 0 visible patches
-    masking = pytest.importorskip("maelens.masking")
+    masking = pytest.importorskip("maelens.model.masking")
     for n, m in [(196, 0.75), (49, 0.9), (16, 0.3), (64, 0.5)]:
         assert fixed_count_kept(n, m) == masking.num_visible(n, m)
 

@@ -8,6 +8,12 @@ import numpy as np
 import pytest
 
 from maelens.errors import MaelensError
+from maelens.report.theory_figures import (
+    plot_boundary_emphasis,
+    plot_eigen_spectra,
+    plot_influence_profiles,
+    plot_spread_heatmap,
+)
 from maelens.theory import (
     SpreadGrid,
     blocks_1d,
@@ -20,10 +26,6 @@ from maelens.theory import (
     luminance_covariance,
     mae_spectrum,
     pixel_distances,
-    plot_boundary_emphasis,
-    plot_eigen_spectra,
-    plot_influence_profiles,
-    plot_spread_heatmap,
     predict_grid,
     recommend,
     tiles_2d,

@@ -11,14 +11,14 @@ import pytest
 import torch
 
 from maelens.errors import MaelensError
-from maelens.results import write_json
-from maelens.theory.mnist_study import (
+from maelens.results.io import write_json
+from maelens.studies.mnist_study import (
     StudySettings,
     predict_mnist,
     reference_spread,
     render_study,
 )
-from maelens.theory.sweep import (
+from maelens.studies.theory_sweep import (
     POINT_FILE,
     SWEEP_FILE,
     SweepPoint,
@@ -129,7 +129,7 @@ def test_study_renders_figures_and_summary_from_json_only(micro, tmp_path):
 def test_cli_reports_bad_input_in_one_line_and_exits_2(tmp_path):
     from typer.testing import CliRunner
 
-    from maelens.cli_theory import theory_app
+    from maelens.cli.theory import theory_app
 
     run = CliRunner().invoke(theory_app, ["sweep", "--out", str(tmp_path), "--patches", "3"])
     assert run.exit_code == 2

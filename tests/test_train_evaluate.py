@@ -8,9 +8,9 @@ import torch
 from sklearn.linear_model import RidgeClassifier
 from sklearn.neighbors import KNeighborsClassifier
 
-from maelens.config import preset
 from maelens.errors import MaelensError
-from maelens.model import VisionTransformer
+from maelens.model.config import preset
+from maelens.model.vit import VisionTransformer
 from maelens.train import accuracy, knn_accuracy, linear_probe_accuracy, mean_patch_features
 
 TINY = {"embed_dim": 32, "depth": 2, "num_heads": 2, "mlp_dim": 64, "decoder_depth": 0}

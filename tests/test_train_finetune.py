@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from maelens.checkpoint import read_native, save_checkpoint
-from maelens.config import preset
+from maelens.checkpoints.load import load_model
+from maelens.checkpoints.native import read_native, save_checkpoint
 from maelens.errors import MaelensError
-from maelens.load import load_model
-from maelens.model import VisionTransformer
+from maelens.model.config import preset
+from maelens.model.vit import VisionTransformer
 from maelens.train import (
     FinetuneArgs,
     PretrainArgs,

@@ -11,10 +11,10 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from maelens.checkpoint import read_native
-from maelens.config import preset
+from maelens.checkpoints.native import read_native
 from maelens.errors import MaelensError
-from maelens.model import VisionTransformer
+from maelens.model.config import preset
+from maelens.model.vit import VisionTransformer
 from maelens.train import (
     STATE_FILE,
     PretrainArgs,

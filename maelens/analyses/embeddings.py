@@ -10,9 +10,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from maelens.capture import Batch
+from maelens.engine.capture import Batch
 from maelens.errors import MaelensError
-from maelens.taps import Capture, Taps
+from maelens.model.taps import Capture, Taps
 
 KINDS = ("cls", "mean_patch")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from maelens.capture import Batch
-from maelens.taps import Capture, Taps
+from maelens.engine.capture import Batch
+from maelens.model.taps import Capture, Taps
 
 
 class StackActivations:

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from maelens.config import ViTConfig
 from maelens.data.preprocess import Preprocess
 from maelens.errors import MaelensError
+from maelens.model.config import ViTConfig
 
 
 def _read_npy(path: Path) -> np.ndarray:

@@ -17,8 +17,8 @@ import torch
 from PIL import Image
 
 from maelens._validate import check_positive_int
-from maelens.config import IMAGENET_MEAN, IMAGENET_STD, ViTConfig
 from maelens.errors import MaelensError
+from maelens.model.config import IMAGENET_MEAN, IMAGENET_STD, ViTConfig
 
 INTERPOLATIONS = {
     "nearest": Image.Resampling.NEAREST,

@@ -29,12 +29,6 @@ from maelens.theory.covariance import (
     resize_images,
     rho_from_coupling,
 )
-from maelens.theory.figures import (
-    plot_boundary_emphasis,
-    plot_eigen_spectra,
-    plot_influence_profiles,
-    plot_spread_heatmap,
-)
 from maelens.theory.loss import ExpectedLoss, expected_loss, target_weights
 from maelens.theory.masked_only import NumericalSolution, masked_only_full_rank, solve_linear_mae
 from maelens.theory.masks import (
@@ -115,10 +109,6 @@ __all__ = [
     "out_of_patch_mass",
     "partition_for",
     "pixel_distances",
-    "plot_boundary_emphasis",
-    "plot_eigen_spectra",
-    "plot_influence_profiles",
-    "plot_spread_heatmap",
     "population_r2",
     "predict_grid",
     "recommend",

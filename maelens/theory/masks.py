@@ -6,7 +6,7 @@ expected losses need is q_n = P(n given distinct patches are all kept), n = 1, 2
 - "bernoulli": every patch is masked independently with probability m, q_n = (1 - m)^n.
 - "fixed": exactly K = int(N * (1 - m)) of the N patches are kept, chosen uniformly. This is
   the MAE code's convention (`len_keep = int(L * (1 - mask_ratio))`, mirrored by
-  `maelens.masking.num_visible`); note the int() truncation, so int(10 * (1 - 0.9)) = 0 and
+  `maelens.model.masking.num_visible`); note the int() truncation, so int(10 * (1 - 0.9)) = 0 and
   the realised ratio 1 - K/N can exceed m. Then q_n = K!/(K-n)! * (N-n)!/N!.
 """
 

@@ -2,7 +2,7 @@
 
 A partition says, for each of the d input coordinates, which patch it belongs to, where it sits
 (pixel coordinates) and where it sits inside its patch. Flattening follows the image arrays
-(N, H, W, C): index = (y * W + x) * C + c ("hwc", channel-last, as `maelens.masking.patchify`
+(N, H, W, C): index = (y * W + x) * C + c ("hwc", channel-last, as `maelens.model.masking.patchify`
 packs a patch); "chw" (channels-first, torch layout) is offered for Jacobians of models.
 Patches are numbered row-major on the (H/p, W/p) grid, as in the MAE code.
 """

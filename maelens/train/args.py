@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from maelens._validate import check_ratio
-from maelens.config import PRESETS, ViTConfig
 from maelens.errors import MaelensError
+from maelens.model.config import PRESETS, ViTConfig
 from maelens.train._checks import (
     SAVE_DTYPES,
     check_betas,

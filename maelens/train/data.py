@@ -15,8 +15,8 @@ from typing import Any, Literal
 
 import torch
 
-from maelens.config import IMAGENET_MEAN, IMAGENET_STD, ViTConfig
 from maelens.errors import MaelensError
+from maelens.model.config import IMAGENET_MEAN, IMAGENET_STD, ViTConfig
 
 log = logging.getLogger(__name__)
 

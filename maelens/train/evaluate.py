@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from maelens.errors import MaelensError
-from maelens.model import VisionTransformer
+from maelens.model.vit import VisionTransformer
 
 Classifier = Callable[[torch.Tensor], torch.Tensor]  # pixels (B, C, H, W) -> logits (B, C)
 

@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from maelens.config import ViTConfig, preset
 from maelens.errors import MaelensError
-from maelens.model import VisionTransformer
-from maelens.taps import Taps
+from maelens.model.config import ViTConfig, preset
+from maelens.model.taps import Taps
+from maelens.model.vit import VisionTransformer
 from maelens.train._checks import resolve_device
 from maelens.train.args import ClassifierArgs, FinetuneArgs, TrainViTArgs
 from maelens.train.data import TrainData, load_eval_data, load_training_data
@@ -125,8 +125,8 @@ def load_encoder(model: VisionTransformer, source_state: dict[str, torch.Tensor]
 
 def _read_source(path: str) -> tuple[ViTConfig, dict[str, torch.Tensor], dict[str, Any]]:
     """(config, float32 state dict, description) of any checkpoint `load_model` accepts."""
-    from maelens.checkpoint import is_native, read_native
-    from maelens.load import load_model
+    from maelens.checkpoints.load import load_model
+    from maelens.checkpoints.native import is_native, read_native
 
     model = load_model(path)
     state = {k: v.detach().float() if v.is_floating_point() else v.detach()

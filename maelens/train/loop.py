@@ -21,8 +21,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from maelens.config import ViTConfig
 from maelens.errors import MaelensError
+from maelens.model.config import ViTConfig
 from maelens.train.args import TrainArgs, result_fields
 from maelens.train.augment import augment_batch
 from maelens.train.data import TrainData

@@ -7,9 +7,9 @@ from collections.abc import Callable
 
 import torch
 
-from maelens.config import ViTConfig, preset
 from maelens.errors import MaelensError
-from maelens.model import VisionTransformer
+from maelens.model.config import ViTConfig, preset
+from maelens.model.vit import VisionTransformer
 from maelens.train._checks import resolve_device
 from maelens.train.args import PretrainArgs
 from maelens.train.data import TrainData, load_eval_data, load_training_data

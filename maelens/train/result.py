@@ -9,8 +9,8 @@ from typing import Any
 
 import torch
 
-from maelens.checkpoint import save_checkpoint
-from maelens.model import VisionTransformer
+from maelens.checkpoints.native import save_checkpoint
+from maelens.model.vit import VisionTransformer
 from maelens.train._checks import SAVE_DTYPES
 from maelens.train.loop import LoopOutcome, LoopSpec
 from maelens.train.state import library_versions

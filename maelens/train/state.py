@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from maelens.config import ViTConfig
 from maelens.errors import MaelensError
-from maelens.results import atomic_write
+from maelens.model.config import ViTConfig
+from maelens.results.io import atomic_write
 
 STATE_FILE = "train_state.pt"
 STATE_FORMAT = 1

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from maelens.cli._common import friendly, out
 from maelens.errors import MaelensError
 
 SetOpt = Annotated[list[str] | None, typer.Option(
@@ -52,8 +53,6 @@ def build_args(cls: type, given: dict[str, Any], extra: list[str] | None) -> Any
 
 
 def report(result: Any) -> None:
-    from maelens.cli import out
-
     state = "finished" if result.complete else f"stopped at step {result.steps}"
     out.print(f"{result.kind} {state} ({result.steps}/{result.total_steps} steps, "
               f"{result.elapsed_s:.0f} s, {result.images_per_s:.0f} images/s); "
@@ -63,7 +62,7 @@ def report(result: Any) -> None:
     out.print(f"checkpoint: {result.checkpoint}", highlight=False)
 
 
-def register(app: typer.Typer, friendly: Any) -> None:  # noqa: C901 - three small commands
+def register(app: typer.Typer) -> None:  # noqa: C901 - three small commands
     @app.command()
     @friendly
     def pretrain(

@@ -34,8 +34,8 @@ from torch import nn
 
 from maelens._validate import check_positive_int, check_ratio
 from maelens.errors import MaelensError
-from maelens.masking import random_keep, unpatchify
-from maelens.model import VisionTransformer
+from maelens.model.masking import random_keep, unpatchify
+from maelens.model.vit import VisionTransformer
 from maelens.theory.partition import tiles_2d
 from maelens.theory.spatial import (
     influence_profile,

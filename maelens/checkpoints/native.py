@@ -17,9 +17,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from maelens.config import ViTConfig
 from maelens.errors import MaelensError
-from maelens.results import atomic_write
+from maelens.model.config import ViTConfig
+from maelens.results.io import atomic_write
 
 META_FILE = "maelens.json"
 WEIGHTS_FILE = "model.safetensors"

@@ -4,7 +4,7 @@
    the linear-MAE prediction over an (m, p) grid (`predict_grid`), the recommendation, and, at a
    few (m, p), influence profiles of W*, boundary emphasis of the rank-k encoder and the
    spectra of M = Σ Q⁻¹ Σ  -> prediction.json.
-2. `run_sweep` (maelens.theory.sweep): small MAEs trained per (m, p)  -> sweep.json.
+2. `run_sweep` (maelens.studies.theory_sweep): small MAEs trained per (m, p)  -> sweep.json.
 3. `basis_example`: the Jacobian of one held-out digit under one trained MAE, its SVD
    (the adaptive basis)  -> jacobian_example.json.
 4. `render_study`: every PNG and summary.md, from those JSON files only.
@@ -29,15 +29,23 @@ from threadpoolctl import threadpool_limits
 
 from maelens._validate import check_positive_int, check_ratio
 from maelens.errors import MaelensError
-from maelens.results import atomic_write, write_json
-from maelens.theory.closed_form import full_rank_optimum, linear_mae_optimum, mae_spectrum
-from maelens.theory.covariance import empirical_covariance
-from maelens.theory.figures import (
+from maelens.report.theory_figures import (
     plot_boundary_emphasis,
     plot_eigen_spectra,
     plot_influence_profiles,
     plot_spread_heatmap,
 )
+from maelens.results.io import atomic_write, write_json
+from maelens.studies.theory_sweep import (
+    SweepResult,
+    SweepSettings,
+    plot_adaptive_basis,
+    plot_measured_profiles,
+    plot_sweep,
+    run_sweep,
+)
+from maelens.theory.closed_form import full_rank_optimum, linear_mae_optimum, mae_spectrum
+from maelens.theory.covariance import empirical_covariance
 from maelens.theory.partition import tiles_2d
 from maelens.theory.predict import GRID_METRICS, SpreadGrid, predict_grid, recommend
 from maelens.theory.spatial import (
@@ -45,14 +53,6 @@ from maelens.theory.spatial import (
     correlation_length,
     influence_profile,
     pixel_distances,
-)
-from maelens.theory.sweep import (
-    SweepResult,
-    SweepSettings,
-    plot_adaptive_basis,
-    plot_measured_profiles,
-    plot_sweep,
-    run_sweep,
 )
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ def predict_mnist(settings: StudySettings, images: np.ndarray | None = None) -> 
     length = correlation_length(raw.covariance, coords)
     ridged = empirical_covariance(images, gray=True, ridge=settings.ridge)
     sigma = ridged.covariance
-    with threadpool_limits(1, user_api="blas"):  # see maelens.theory.jacobian.adaptive_basis
+    with threadpool_limits(1, user_api="blas"):  # see maelens.studies.jacobian.adaptive_basis
         grid = predict_grid(sigma, shape, settings.mask_ratios, settings.patch_sizes,
                             settings.rank, scheme=settings.scheme)
         details = _details(sigma, shape, settings)
@@ -178,10 +178,10 @@ def basis_example(checkpoint: str, mask_ratio: float, *, seed: int = 0, n_vector
     trained MAE at `checkpoint`, one random mask at `mask_ratio`."""
     import torch
 
+    from maelens.checkpoints.load import load_model
     from maelens.data import mnist_tensors
-    from maelens.load import load_model
-    from maelens.masking import random_keep
-    from maelens.theory.jacobian import adaptive_basis, mae_jacobian
+    from maelens.model.masking import random_keep
+    from maelens.studies.jacobian import adaptive_basis, mae_jacobian
 
     model = load_model(checkpoint)
     images, _ = mnist_tensors("test")
@@ -207,9 +207,9 @@ def reference_spread(checkpoint: str, *, mask_ratio: float | None = None, images
     images to choose from (default: the MNIST demo test split)."""
     import torch
 
+    from maelens.checkpoints.load import load_model
     from maelens.data import mnist_tensors
-    from maelens.load import load_model
-    from maelens.theory.jacobian import average_jacobian
+    from maelens.studies.jacobian import average_jacobian
 
     model = load_model(checkpoint)
     meta = model.load_info.get("meta") or {}
@@ -361,7 +361,7 @@ DEFINITIONS = """## How the numbers are defined
   boundary emphasis = encoder row energy on patch-border pixels / mean (rank-k optimum; 1 by
   definition for p ≤ 2, where every pixel of a patch is on its border).
 - Trained MAEs: J = ∂x̂/∂x of the decoder's prediction for every patch w.r.t. the grey input
-  (`maelens.theory.jacobian`, "grey" channels), averaged as E[|J_ji| | input i visible]. Spread
+  (`maelens.studies.jacobian`, "grey" channels), averaged as E[|J_ji| | input i visible]. Spread
   and decay length use the masked outputs only (the pixels the loss trains; their own patch is
   never visible, so their spread is at least the distance to the nearest visible patch);
   out-of-patch mass uses all outputs; effective rank = exp of the entropy of the normalised

@@ -29,9 +29,7 @@ from typing import Any
 import torch
 from safetensors import safe_open
 
-from maelens.checkpoint import is_native, read_native
-from maelens.config import ViTConfig
-from maelens.convert import (
+from maelens.checkpoints.convert import (
     StateDict,
     check_hf_sizes,
     hf_config_fields,
@@ -40,10 +38,12 @@ from maelens.convert import (
     preview_keys,
     to_timm_layout,
 )
-from maelens.demo_models import demo_model_path
+from maelens.checkpoints.demo_models import demo_model_path
+from maelens.checkpoints.native import is_native, read_native
 from maelens.errors import MaelensError
-from maelens.model import VisionTransformer
-from maelens.posembed import is_sincos, resample_pos_embed, sincos_2d
+from maelens.model.config import ViTConfig
+from maelens.model.posembed import is_sincos, resample_pos_embed, sincos_2d
+from maelens.model.vit import VisionTransformer
 
 log = logging.getLogger(__name__)
 

@@ -1,37 +1,23 @@
 """`maelens theory ...`: thin commands over `maelens.theory` (predict, sweep, study).
 
 Registered by the main CLI as `app.add_typer(theory_app, name="theory")`. Errors follow the
-house rule of `maelens.cli._friendly` (one line on stderr, exit status 2); it is imported when a
-command runs, not at import time, so `maelens.cli` may import this module at its top.
+house rule of `maelens.cli._common.friendly` (one line on stderr, exit status 2).
 """
 
 from __future__ import annotations
 
-import functools
 import shlex
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from maelens.cli._common import err, friendly, out
 from maelens.errors import MaelensError
 
 theory_app = typer.Typer(add_completion=False, no_args_is_help=True,
                          help="Linear-MAE theory: predict (m, p), train sweeps, the MNIST study.")
-
-
-def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """`maelens.cli._friendly` applied at call time (avoids an import cycle with maelens.cli)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from maelens.cli import _friendly as house_rule
-
-        return house_rule(fn)(*args, **kwargs)
-
-    return wrapper
 
 
 def _floats(name: str, text: str) -> tuple[float, ...]:
@@ -49,14 +35,10 @@ def _ints(name: str, text: str) -> tuple[int, ...]:
 
 
 def _print(text: str) -> None:
-    from maelens.cli import out
-
     out.print(text, highlight=False, soft_wrap=True)
 
 
 def _point_line(point: Any, reused: bool) -> None:
-    from maelens.cli import err
-
     err.print(f"{'reused' if reused else 'trained'} m={point.mask_ratio:g} p={point.patch_size}:"
               f" loss {point.final_loss:.4f}, k-NN {point.knn_accuracy:.3f}, probe "
               f"{point.linear_probe_accuracy:.3f}, spread {point.mean_distance_px:.2f} px "
@@ -69,7 +51,7 @@ PATCHES_HELP = "comma-separated patch sizes (pixels) dividing the image side"
 
 
 @theory_app.command()
-@_friendly
+@friendly
 def predict(
     ratios: Annotated[str, typer.Option(help=RATIOS_HELP)] = GRID_RATIOS,
     patches: Annotated[str, typer.Option(help=PATCHES_HELP)] = "1,2,4,8",
@@ -81,8 +63,8 @@ def predict(
     out_path: Annotated[Path | None, typer.Option("--out", help="write prediction JSON")] = None,
 ) -> None:
     """Predict the spatial spread of a linear MAE over an (m, p) grid for the MNIST digits."""
-    from maelens.results import write_json
-    from maelens.theory.mnist_study import StudySettings, predict_mnist
+    from maelens.results.io import write_json
+    from maelens.studies.mnist_study import StudySettings, predict_mnist
     from maelens.theory.predict import recommend
 
     settings = StudySettings(mask_ratios=_floats("ratios", ratios),
@@ -105,7 +87,7 @@ def predict(
 
 def _sweep_settings(out_dir: Path, ratios: str, patches: str, epochs: int, batch_size: int,
                     jacobian_images: int, seed: int, width: int, depth: int) -> Any:
-    from maelens.theory.sweep import SMALL_MAE, SweepSettings
+    from maelens.studies.theory_sweep import SMALL_MAE, SweepSettings
 
     overrides = {**SMALL_MAE, "embed_dim": width, "mlp_dim": 4 * width, "depth": depth}
     return SweepSettings(out_dir=str(out_dir), mask_ratios=_floats("ratios", ratios),
@@ -115,7 +97,7 @@ def _sweep_settings(out_dir: Path, ratios: str, patches: str, epochs: int, batch
 
 
 @theory_app.command()
-@_friendly
+@friendly
 def sweep(
     out_dir: Annotated[Path, typer.Option("--out", help="folder for checkpoints and JSON")],
     ratios: Annotated[str, typer.Option(help=RATIOS_HELP)] = "0.25,0.5,0.75",
@@ -129,7 +111,7 @@ def sweep(
 ) -> None:
     """Train small MAEs on the MNIST digits per (m, p); record accuracy and Jacobian spread.
     Re-running skips finished points and resumes an interrupted one."""
-    from maelens.theory.sweep import run_sweep
+    from maelens.studies.theory_sweep import run_sweep
 
     settings = _sweep_settings(out_dir, ratios, patches, epochs, batch_size, jacobian_images,
                                seed, width, depth)
@@ -138,7 +120,7 @@ def sweep(
 
 
 @theory_app.command()
-@_friendly
+@friendly
 def study(
     out_dir: Annotated[Path, typer.Option("--out", help="folder for JSON, PNG and summary.md")],
     work_dir: Annotated[Path, typer.Option(help="folder for the sweep's checkpoints")] = Path(
@@ -158,7 +140,7 @@ def study(
         "--render-only", help="redraw figures and summary.md from the JSON in --out")] = False,
 ) -> None:
     """The MNIST study: predicted (m, p) grid, trained sweep, figures and summary.md."""
-    from maelens.theory.mnist_study import StudySettings, render_study, run_study
+    from maelens.studies.mnist_study import StudySettings, render_study, run_study
 
     args = sys.argv[1:]
     args = args[1:] if args[:1] == ["theory"] else args

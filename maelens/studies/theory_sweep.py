@@ -3,7 +3,7 @@
 For every masking ratio m and patch size p the sweep pre-trains a small MAE with
 `maelens.train.pretrain`, scores its frozen mean-patch features on the held-out split (k-NN and
 linear probe), and averages the reconstruction Jacobian over a few held-out images under masks
-at the training ratio (`maelens.theory.jacobian`). Layout under `out_dir`:
+at the training ratio (`maelens.studies.jacobian`). Layout under `out_dir`:
 
     m0.50_p4/model/       checkpoint and resume state of that point's training run
     m0.50_p4/point.json   the point's record (written last: its presence means "done")
@@ -28,10 +28,10 @@ import numpy as np
 import torch
 
 from maelens._validate import check_positive_int, check_ratio
-from maelens.config import PRESETS, ViTConfig, preset
 from maelens.errors import MaelensError
-from maelens.results import write_json
-from maelens.theory.jacobian import average_jacobian
+from maelens.model.config import PRESETS, ViTConfig, preset
+from maelens.results.io import write_json
+from maelens.studies.jacobian import average_jacobian
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +235,7 @@ def _load_point(settings: SweepSettings, ratio: float, patch: int
 
 def _train_point(settings: SweepSettings, ratio: float, patch: int, data: Any, eval_data: Any
                  ) -> SweepPoint:
-    from maelens.load import load_model
+    from maelens.checkpoints.load import load_model
     from maelens.train import PretrainArgs, pretrain
 
     started = time.perf_counter()

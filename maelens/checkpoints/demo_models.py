@@ -7,7 +7,7 @@ from pathlib import Path
 
 from maelens.errors import MaelensError
 
-ASSETS = Path(__file__).parent / "assets"
+ASSETS = Path(__file__).parent.parent / "assets"
 
 DEMO_MODELS = {
     "mae": "mae_demo_pretrained.safetensors",  # MAE pre-trained, ratio 0.75, with decoder

@@ -21,9 +21,9 @@ from typing import Any, Protocol
 import torch
 
 from maelens.errors import MaelensError
-from maelens.masking import num_visible
-from maelens.model import VisionTransformer
-from maelens.taps import Capture, Taps, TapStore
+from maelens.model.masking import num_visible
+from maelens.model.taps import Capture, Taps, TapStore
+from maelens.model.vit import VisionTransformer
 
 log = logging.getLogger(__name__)
 

@@ -25,9 +25,9 @@ from typing import Any
 
 import torch
 
-from maelens.config import IMAGENET_MEAN, IMAGENET_STD, ViTConfig
 from maelens.errors import MaelensError
-from maelens.posembed import is_sincos
+from maelens.model.config import IMAGENET_MEAN, IMAGENET_STD, ViTConfig
+from maelens.model.posembed import is_sincos
 
 log = logging.getLogger(__name__)
 

@@ -18,11 +18,11 @@ import numpy as np
 import torch
 
 from maelens.analyses.embeddings import LayerEmbeddings, Predictions
-from maelens.capture import iterate_batches, run_capture
+from maelens.checkpoints.demo_models import DEMO_MODELS, demo_model_path
+from maelens.checkpoints.load import load_model
 from maelens.data import mnist_tensors
-from maelens.demo_models import DEMO_MODELS, demo_model_path
-from maelens.load import load_model
-from maelens.results import write_json
+from maelens.engine.capture import iterate_batches, run_capture
+from maelens.results.io import write_json
 from maelens.train.evaluate import knn_accuracy, linear_probe_accuracy
 
 log = logging.getLogger(__name__)

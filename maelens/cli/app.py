@@ -6,79 +6,23 @@ status 2, never a traceback.
 
 from __future__ import annotations
 
-import functools
 import logging
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+from maelens.cli._common import err, friendly, out, parse_layers, progress_bar, torch_dtype
 from maelens.errors import MaelensError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="maelens: find out what MAEs and ViTs learn.")
-out = Console()
-err = Console(stderr=True)
-
-DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
-
-
-def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Report bad input as one line and exit 2."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except MaelensError as exc:
-            err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False, soft_wrap=True)
-        except (OSError, MemoryError) as exc:
-            err.print(f"[red]error:[/red] {type(exc).__name__}: {exc}", highlight=False,
-                      soft_wrap=True)
-        except KeyboardInterrupt:
-            err.print("interrupted; nothing was written.")
-        raise typer.Exit(2)
-
-    return wrapper
-
-
-def parse_layers(text: str) -> list[int] | None:
-    """'all' -> None; '1,4,-1' -> [1, 4, -1]; 'last3' -> the last 3 (as Taps' int rule)."""
-    text = text.strip().lower()
-    if text in ("all", ""):
-        return None
-    if text.startswith("last"):
-        return int(text[4:])  # type: ignore[return-value]
-    try:
-        return [int(part) for part in text.split(",")]
-    except ValueError:
-        raise MaelensError(
-            f"`--layers` must be 'all', 'lastN' or comma-separated integers, got {text!r}."
-        ) from None
-
-
-def torch_dtype(name: str) -> Any:
-    import torch
-
-    if name not in DTYPES:
-        raise MaelensError(f"`--dtype` must be one of {sorted(DTYPES)}, got {name!r}.")
-    return getattr(torch, name)
-
-
-def progress_bar(total: int, label: str) -> tuple[Progress, Callable[[int], None]]:
-    bar = Progress(TextColumn(label), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                   TimeRemainingColumn(), console=err, transient=True)
-    task = bar.add_task(label, total=total)
-    return bar, lambda n: bar.advance(task, n)
 
 
 @app.callback()
 def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
-    from maelens.capture import keep_freed_memory
+    from maelens.engine.capture import keep_freed_memory
 
     keep_freed_memory()  # this process is ours: see its docstring
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
@@ -86,7 +30,7 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> N
 
 
 @app.command()
-@_friendly
+@friendly
 def extract(
     model: Annotated[str, typer.Option(help="checkpoint: file, directory or maelens preset")],
     images: Annotated[Path, typer.Option(help="image folder or .npy array")],
@@ -104,10 +48,10 @@ def extract(
     device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N")] = "cpu",
 ) -> None:
     """Export activations of every image to one .npz (see README for the arrays)."""
-    from maelens.extract import ExtractSettings, load_inputs
-    from maelens.extract import extract as run_extract
-    from maelens.load import load_model
-    from maelens.results import write_npz
+    from maelens.checkpoints.load import load_model
+    from maelens.results.io import write_npz
+    from maelens.studies.extract import ExtractSettings, load_inputs
+    from maelens.studies.extract import extract as run_extract
 
     if out_path.suffix != ".npz":
         raise MaelensError(f"`--out` must end in .npz, got {out_path}.")
@@ -132,11 +76,11 @@ def extract(
 
 
 @app.command()
-@_friendly
+@friendly
 def info(model: Annotated[str, typer.Argument(help="checkpoint: file, directory or preset")]
          ) -> None:
     """Print the architecture maelens inferred from a checkpoint."""
-    from maelens.load import load_model
+    from maelens.checkpoints.load import load_model
 
     net = load_model(model)
     c = net.config
@@ -147,14 +91,14 @@ def info(model: Annotated[str, typer.Argument(help="checkpoint: file, directory 
 
 
 @app.command()
-@_friendly
+@friendly
 def demo(
     out_dir: Annotated[Path, typer.Option("--out", help="output folder")] = Path("out/demo"),
 ) -> None:
     """The whole pipeline on the shipped demo models and the MNIST demo digits."""
     from rich.table import Table
 
-    from maelens.demo import run_demo
+    from maelens.studies.demo import run_demo
 
     bar, advance = progress_bar(3 * 2 * 5000, "demo")
     with bar:
@@ -173,17 +117,3 @@ def demo(
         probe = entry["layers"][-1]["linear_probe_mean_patch"]
         out.print(f"  linear probe on last-layer mean patch: {100 * probe:.2f} %")
     out.print(f"wrote {out_dir / 'summary.json'} in {summary['elapsed_s']:.0f} s")
-
-
-def _register_subcommands() -> None:
-    from maelens import cli_train
-    from maelens.cli_theory import theory_app
-
-    cli_train.register(app, _friendly)
-    app.add_typer(theory_app, name="theory", help="linear-MAE theory and (m, p) sweeps")
-
-
-_register_subcommands()
-
-if __name__ == "__main__":  # pragma: no cover
-    app()

@@ -13,12 +13,12 @@ import torch
 
 from maelens._validate import check_positive_int, check_ratio
 from maelens.analyses.stack import StackActivations
-from maelens.capture import iterate_batches, run_capture
 from maelens.data import Preprocess, load_array_images, load_image_folder
+from maelens.engine.capture import iterate_batches, run_capture
 from maelens.errors import MaelensError
-from maelens.masking import num_visible
-from maelens.model import VisionTransformer
-from maelens.taps import Taps
+from maelens.model.masking import num_visible
+from maelens.model.taps import Taps
+from maelens.model.vit import VisionTransformer
 
 TAP_KINDS = ("hidden", "final", "attn", "heads", "logits")
 

@@ -17,11 +17,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from maelens._validate import check_image_batch
-from maelens.config import ViTConfig
 from maelens.errors import MaelensError
-from maelens.masking import check_keep, keep_to_mask, patchify, random_keep
-from maelens.posembed import resample_pos_embed, sincos_2d
-from maelens.taps import Capture, TapPlan, Taps, TapStore
+from maelens.model.config import ViTConfig
+from maelens.model.masking import check_keep, keep_to_mask, patchify, random_keep
+from maelens.model.posembed import resample_pos_embed, sincos_2d
+from maelens.model.taps import Capture, TapPlan, Taps, TapStore
 
 
 class Attention(nn.Module):

@@ -1,0 +1,1 @@
+"""Pass plans: each batch once clean and once per condition, feeding many analyses."""

@@ -1,0 +1,1 @@
+"""Results: one versioned format for every analysis, with writers and readers."""
