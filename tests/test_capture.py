@@ -5,25 +5,31 @@ import pytest
 import torch
 
 from maelens.analyses.stack import StackActivations
-from maelens.engine.capture import Batch, iterate_batches, keep_for_images, run_capture
+from maelens.analyses.base import Analysis, AnalysisResult, Row
+from maelens.engine.capture import Batch, iterate_batches, run_capture
+from maelens.model.masking import keep_for_images
 from maelens.errors import MaelensError
 from maelens.model.taps import Capture, Taps, TapStore
 
 
-class MeanPatchPerLayer:
+class MeanPatchPerLayer(Analysis):
     """A minimal streaming analysis: running sum of mean-patch embeddings per layer."""
 
     def __init__(self, layers: list[int]) -> None:
+        super().__init__()
         self.taps = Taps(hidden=layers, final=False)
         self.sums: dict[int, torch.Tensor] = {}
 
-    def update(self, capture: Capture, batch: Batch) -> None:
+    def update(self, capture: Capture, batch: Batch) -> MeanPatchPerLayer:
         for layer in self.taps.hidden:
             value = capture.mean_patch(layer).double().sum(0)
             self.sums[layer] = self.sums.get(layer, 0) + value
+        return self
 
-    def result(self) -> dict[int, torch.Tensor]:
-        return self.sums
+    def result(self) -> AnalysisResult:
+        return AnalysisResult("sums", [Row("sum", float(v.sum()), layer=k)
+                                       for k, v in self.sums.items()],
+                              arrays={str(k): v.numpy() for k, v in self.sums.items()})
 
 
 def test_one_pass_feeds_several_analyses_the_union_of_their_taps(tiny, images):
@@ -41,7 +47,8 @@ def test_one_pass_feeds_several_analyses_the_union_of_their_taps(tiny, images):
     assert calls[0].hidden == {1} and calls[0].attn == {2} and calls[0].final
     with torch.inference_mode():
         ref = original(images, taps=Taps(hidden=[1], attn=[2]))
-    torch.testing.assert_close(sums[1], ref.mean_patch(1).double().sum(0))
+    sums, arrays = sums.arrays, arrays.arrays
+    torch.testing.assert_close(torch.from_numpy(sums["1"]), ref.mean_patch(1).double().sum(0))
     np.testing.assert_allclose(arrays["attn"][0], ref.attn[2].numpy(), atol=1e-6)
     np.testing.assert_allclose(arrays["final"], ref.final.numpy(), atol=1e-5)
     assert arrays["attn_layers"].tolist() == [2]
@@ -50,7 +57,7 @@ def test_one_pass_feeds_several_analyses_the_union_of_their_taps(tiny, images):
 def test_masks_depend_on_seed_and_image_not_on_batching(tiny, images):
     taps = Taps(hidden=[0], final=True)
     runs = [run_capture(tiny, iterate_batches(images, batch_size=bs), [StackActivations(6, taps)],
-                        mask_ratio=0.75, seed=3)[0] for bs in (1, 4, 6)]
+                        mask_ratio=0.75, seed=3)[0].arrays for bs in (1, 4, 6)]
     for other in runs[1:]:
         np.testing.assert_array_equal(runs[0]["keep"], other["keep"])
         np.testing.assert_allclose(runs[0]["final"], other["final"], atol=1e-5)
@@ -85,9 +92,9 @@ def test_store_is_ignored_when_gradients_are_needed(tiny, images):
 
 def test_bfloat16_capture_stays_close_and_returns_float32(tiny, images):
     taps = Taps(final=True)
-    (fp32,) = run_capture(tiny, iterate_batches(images), [StackActivations(6, taps)])
-    (bf16,) = run_capture(tiny, iterate_batches(images), [StackActivations(6, taps)],
-                          dtype=torch.bfloat16)
+    fp32 = run_capture(tiny, iterate_batches(images), [StackActivations(6, taps)])[0].arrays
+    bf16 = run_capture(tiny, iterate_batches(images), [StackActivations(6, taps)],
+                       dtype=torch.bfloat16)[0].arrays
     assert bf16["final"].dtype == np.float32
     a, b = fp32["final"][:, 1:].mean(1), bf16["final"][:, 1:].mean(1)
     cos = (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)

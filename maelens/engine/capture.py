@@ -1,11 +1,9 @@
-"""Batched forward passes feeding any number of streaming analyses.
+"""The simple entry point: one pass per batch, at one mask ratio, feeding many analyses.
 
-The contract: an analysis declares the `taps` it needs and exposes `update(capture, batch)` and
-`result()`. `run_capture` takes the union of all requests, runs each batch through the model
-once and hands every analysis the same float32 CPU `Capture`. The capture's tensors live in
-buffers reused by the next batch: an analysis copies (or reduces) what it keeps during `update`.
-Masks are drawn per image from (seed, image index), so the numbers do not depend on batch size
-or order.
+`run_capture` is a `PassPlan` with a single reference pass (see `maelens.engine.plan` for
+conditions and paired passes). The capture's tensors live in buffers reused by the next batch:
+an analysis reduces (or copies) what it keeps during `update`. Masks are drawn per image from
+(seed, image index), so the numbers do not depend on batch size or order.
 """
 
 from __future__ import annotations
@@ -14,36 +12,18 @@ import ctypes
 import logging
 import os
 import sys
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import torch
 
+from maelens.analyses.base import Analysis, AnalysisResult, Batch
+from maelens.engine.conditions import Condition, RandomMask
+from maelens.engine.plan import PassPlan
 from maelens.errors import MaelensError
 from maelens.model.masking import num_visible
-from maelens.model.taps import Capture, Taps, TapStore
 from maelens.model.vit import VisionTransformer
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Batch:
-    """pixels (B, C, H, W) normalised; index (B,) position of each image in its data set;
-    labels (B,) or None."""
-
-    pixels: torch.Tensor
-    index: torch.Tensor
-    labels: torch.Tensor | None = None
-
-
-class Analysis(Protocol):
-    taps: Taps
-
-    def update(self, capture: Capture, batch: Batch) -> None: ...
-
-    def result(self) -> Any: ...
 
 
 def keep_freed_memory() -> bool:
@@ -77,20 +57,6 @@ def iterate_batches(
                     None if labels is None else labels[start:stop])
 
 
-def keep_for_images(
-    index: torch.Tensor, num_patches: int, mask_ratio: float, seed: int
-) -> torch.Tensor:
-    """(B, N_v) ascending visible indices; image i's mask depends only on (seed, i)."""
-    n_keep = num_visible(num_patches, mask_ratio)
-    if n_keep == num_patches:
-        return torch.arange(num_patches).expand(len(index), -1).clone()
-    rows = []
-    for i in index.tolist():
-        g = torch.Generator().manual_seed(seed * 1_000_003 + int(i))
-        rows.append(torch.rand(num_patches, generator=g).argsort()[:n_keep].sort().values)
-    return torch.stack(rows)
-
-
 def run_capture(
     model: VisionTransformer,
     batches: Iterable[Batch],
@@ -100,36 +66,22 @@ def run_capture(
     seed: int = 0,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
-    progress: Any | None = None,
-) -> list[Any]:
-    """Feed every batch through `model` once and every analysis with its capture.
+    progress: Callable[[int], None] | None = None,
+    normalised: bool = True,
+) -> list[AnalysisResult]:
+    """Feed every batch through `model` once and every analysis with its own taps.
 
-    `dtype` (float32 or bfloat16) is the compute precision; analyses always receive float32 CPU
-    tensors. `progress` is an optional callable taking the number of images just processed.
+    `dtype` (float32, bfloat16 or float16) is the compute precision. `normalised`: the batches
+    hold model inputs already normalised (as the data loaders give them); False for [0, 1] RGB.
+    `progress(n)` is called with the number of images just processed.
     Returns the analyses' `result()` in order.
     """
     if not analyses:
         raise MaelensError("`analyses` is empty: give at least one analysis to feed.")
-    if dtype not in (torch.float32, torch.bfloat16, torch.float16):
-        raise MaelensError(f"`dtype` must be float32, bfloat16 or float16, got {dtype}.")
-    taps = analyses[0].taps
-    for analysis in analyses[1:]:
-        taps = taps.union(analysis.taps, model.depth)
-    model = model.to(device=device, dtype=dtype).eval()
-    store = TapStore(reuse=True)
-    with torch.inference_mode():
-        for batch in batches:
-            cap = _forward(model, batch, taps, mask_ratio, seed, device, dtype, store)
-            for analysis in analyses:
-                analysis.update(cap, batch)
-            if progress is not None:
-                progress(len(batch.index))
-    return [analysis.result() for analysis in analyses]
-
-
-def _forward(model: VisionTransformer, batch: Batch, taps: Taps, mask_ratio: float, seed: int,
-             device: str | torch.device, dtype: torch.dtype, store: TapStore) -> Capture:
-    pixels = batch.pixels.to(device=device, dtype=dtype)
-    gh, gw = model.grid_of(pixels)
-    keep = keep_for_images(batch.index, gh * gw, mask_ratio, seed).to(device)
-    return model(pixels, taps=taps, keep=keep, store=store).cpu_float()
+    num_visible(model.config.num_patches, mask_ratio)  # a bad ratio fails before any pass
+    keep = RandomMask(mask_ratio, seed) if mask_ratio else None
+    plan = PassPlan(model, reference=Condition("clean", keep=keep), device=device, dtype=dtype,
+                    normalise=not normalised)
+    for analysis in analyses:
+        plan.add(analysis)
+    return plan.run(batches, progress)

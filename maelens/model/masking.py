@@ -1,4 +1,4 @@
-"""Patches and masks.
+"""Patches and masks; the one mask generator.
 
 Conventions (as in the MAE code): patches are numbered row-major on the (gh, gw) grid; a patch
 vector is the p x p x C tile flattened channel-last; a *mask* is (B, N) with 0 = keep,
@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from maelens.errors import MaelensError
+from maelens.seeds import generator as seeded_generator
 
 
 def patchify(pixels: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -63,6 +64,30 @@ def random_keep(
     noise = torch.rand(batch, num_patches, generator=generator)
     keep = noise.argsort(dim=1)[:, :n_keep].sort(dim=1).values
     return keep.to(device)
+
+
+def keep_for_images(
+    index: torch.Tensor | list[int],
+    num_patches: int,
+    mask_ratio: float,
+    seed: int,
+    purpose: tuple[int | str, ...] = ("mask",),
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """(B, N_v) ascending visible indices; image i's mask depends only on (seed, purpose, i).
+
+    The one mask generator of maelens: `extract`, capture, the pass engine, training
+    (purpose ("train", epoch)) and the Jacobian study (purpose ("jacobian", k)) all draw here,
+    so a mask never depends on batch size, batch order or the number of processes. Any integer
+    seed is accepted (it is hashed, see `maelens.seeds`).
+    """
+    rows = [int(i) for i in (index.tolist() if isinstance(index, torch.Tensor) else index)]
+    n_keep = num_visible(num_patches, mask_ratio)
+    if n_keep == num_patches:
+        return torch.arange(num_patches, device=device).expand(len(rows), -1).clone()
+    keeps = [random_keep(1, num_patches, mask_ratio, seeded_generator(seed, *purpose, i))
+             for i in rows]
+    return torch.cat(keeps).to(device)
 
 
 def keep_to_mask(keep: torch.Tensor, num_patches: int) -> torch.Tensor:

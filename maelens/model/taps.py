@@ -133,6 +133,19 @@ class Capture:
             final=opt(self.final), pooled=opt(self.pooled), logits=opt(self.logits),
         )
 
+    def select(self, plan: TapPlan) -> Capture:
+        """A view holding exactly the taps of `plan` (no copies): what one analysis asked for,
+        whoever else shares the pass."""
+        return Capture(
+            keep=self.keep, grid=self.grid, patch_size=self.patch_size,
+            hidden={k: v for k, v in self.hidden.items() if k in plan.hidden},
+            attn={k: v for k, v in self.attn.items() if k in plan.attn},
+            heads={k: v for k, v in self.heads.items() if k in plan.heads},
+            final=self.final if plan.final else None,
+            pooled=self.pooled if plan.pooled else None,
+            logits=self.logits if plan.logits else None,
+        )
+
     def cpu_float(self) -> Capture:
         """Detached float32 CPU copy (what analyses and writers consume)."""
         out = self.map(lambda t: t.detach().float().cpu())

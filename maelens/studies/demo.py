@@ -38,9 +38,9 @@ def embed_split(model: torch.nn.Module, pixels: torch.Tensor, labels: torch.Tens
         analyses.append(Predictions(len(pixels)))
     results = run_capture(model, iterate_batches(pixels, labels, batch_size), analyses,
                           progress=progress)
-    out = dict(results[0])
+    out = dict(results[0].arrays)
     if classify:
-        out["predicted"] = results[1]["predicted"]
+        out["predicted"] = results[1].arrays["predicted"]
     return out
 
 

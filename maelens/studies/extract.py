@@ -124,7 +124,9 @@ def extract(model: VisionTransformer, pixels: torch.Tensor, settings: ExtractSet
     check_fits(model, settings, pixels)
     stack = StackActivations(len(pixels), settings.taps(model))
     batches = iterate_batches(pixels, batch_size=settings.batch_size)
-    (arrays,) = run_capture(model, batches, [stack], mask_ratio=settings.mask_ratio,
+    (result,) = run_capture(model, batches, [stack], mask_ratio=settings.mask_ratio,
                             seed=settings.seed, device=settings.device, dtype=settings.dtype,
                             progress=progress)
+    arrays = result.arrays
+    del arrays["index"]  # images are in order 0..N-1: the row is the index
     return arrays

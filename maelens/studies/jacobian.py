@@ -34,7 +34,7 @@ from torch import nn
 
 from maelens._validate import check_positive_int, check_ratio
 from maelens.errors import MaelensError
-from maelens.model.masking import random_keep, unpatchify
+from maelens.model.masking import keep_for_images, unpatchify
 from maelens.model.vit import VisionTransformer
 from maelens.theory.partition import tiles_2d
 from maelens.theory.spatial import (
@@ -329,12 +329,13 @@ def average_jacobian(
                            f"{output_pixels}.")
     model.eval()
     gh, gw = model.grid_of(images)
-    generator = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
     total = JacobianAverage.empty((H, W), model.config.patch_size)
     device = next(model.parameters()).device
-    for image in images:
-        for keep in random_keep(masks_per_image, gh * gw, mask_ratio, generator):
+    for i, image in enumerate(images):
+        keeps = [keep_for_images([i], gh * gw, mask_ratio, seed, ("jacobian", k))[0]
+                 for k in range(masks_per_image)]
+        for keep in keeps:
             rows = None if output_pixels is None else np.sort(
                 rng.choice(H * W, output_pixels, replace=False))
             total.update(mae_jacobian(model, image.to(device), keep.to(device),

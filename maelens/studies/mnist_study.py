@@ -28,6 +28,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from maelens._validate import check_positive_int, check_ratio
+from maelens.atomic import atomic_write
 from maelens.errors import MaelensError
 from maelens.report.theory_figures import (
     plot_boundary_emphasis,
@@ -35,7 +36,7 @@ from maelens.report.theory_figures import (
     plot_influence_profiles,
     plot_spread_heatmap,
 )
-from maelens.results.io import atomic_write, write_json
+from maelens.results.io import write_json
 from maelens.studies.theory_sweep import (
     SweepResult,
     SweepSettings,
@@ -180,15 +181,16 @@ def basis_example(checkpoint: str, mask_ratio: float, *, seed: int = 0, n_vector
 
     from maelens.checkpoints.load import load_model
     from maelens.data import mnist_tensors
-    from maelens.model.masking import random_keep
+    from maelens.model.masking import keep_for_images
     from maelens.studies.jacobian import adaptive_basis, mae_jacobian
 
     model = load_model(checkpoint)
     images, _ = mnist_tensors("test")
     generator = torch.Generator().manual_seed(seed)
-    image = images[int(torch.randint(len(images), (1,), generator=generator))]
+    chosen = int(torch.randint(len(images), (1,), generator=generator))
+    image = images[chosen]
     gh, gw = model.grid_of(image[None])
-    keep = random_keep(1, gh * gw, mask_ratio, generator)[0]
+    keep = keep_for_images([chosen], gh * gw, mask_ratio, seed, ("basis",))[0]
     jac = mae_jacobian(model, image, keep)
     H, W = jac.image_hw
     basis = adaptive_basis(jac.signed, (H, W), n_vectors)

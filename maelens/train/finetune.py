@@ -215,8 +215,8 @@ def _train_classifier(
             f"classes {list(data.class_names)[:5]}; fix: evaluate on the same classes."
         )
 
-    def step_loss(pixels: torch.Tensor, labels: torch.Tensor, generator: torch.Generator
-                  ) -> torch.Tensor:
+    def step_loss(pixels: torch.Tensor, labels: torch.Tensor, generator: torch.Generator,
+                  index: torch.Tensor, epoch: int) -> torch.Tensor:
         return F.cross_entropy(module(pixels), labels, label_smoothing=args.label_smoothing)
 
     def evaluate() -> dict[str, float]:

@@ -42,8 +42,10 @@ from maelens.train.state import (
 
 log = logging.getLogger(__name__)
 
-# (pixels (B, C, H, W) on the device, labels (B,) on the device, step generator) -> scalar loss
-StepLoss = Callable[[torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
+# (pixels (B, C, H, W) on the device, labels (B,) on the device, step generator, data-set index
+# (B,) of each image, epoch) -> scalar loss. Per-image draws (MAE masks) key on (index, epoch).
+StepLoss = Callable[[torch.Tensor, torch.Tensor, torch.Generator, torch.Tensor, int],
+                    torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -132,7 +134,7 @@ def run_loop(spec: LoopSpec, callback: Callable[[StepReport], None] | None = Non
             lr = schedule(step)
             set_lr(spec.optimizer, lr)
             batch = order[index * args.batch_size:(index + 1) * args.batch_size]
-            loss = _train_step(spec, batch, step)
+            loss = _train_step(spec, batch, step, epoch)
             loop.losses.append(loss)
             loop.step = step + 1
             rate = args.batch_size / max(time.perf_counter() - started, 1e-9)
@@ -150,7 +152,7 @@ def run_loop(spec: LoopSpec, callback: Callable[[StepReport], None] | None = Non
     return LoopOutcome(loop, total, spe)
 
 
-def _train_step(spec: LoopSpec, batch: torch.Tensor, step: int) -> float:
+def _train_step(spec: LoopSpec, batch: torch.Tensor, step: int, epoch: int) -> float:
     args, device = spec.args, spec.device
     generator = generator_for(args.seed, Stream.STEP, step)
     pixels = spec.data.images[batch].to(device)
@@ -163,7 +165,7 @@ def _train_step(spec: LoopSpec, batch: torch.Tensor, step: int) -> float:
     # caller's global random state is left untouched.
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(derive_seed(args.seed, Stream.GLOBAL, step))
-        loss = spec.step_loss(pixels, labels, generator)
+        loss = spec.step_loss(pixels, labels, generator, batch, epoch)
         if not torch.isfinite(loss):
             raise MaelensError(
                 f"{spec.kind}: the loss became {float(loss)} at step {step + 1}; fix: lower "

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import torch
 
 from maelens.errors import MaelensError
+from maelens.model.masking import keep_for_images
 from maelens.model.config import ViTConfig, preset
 from maelens.model.vit import VisionTransformer
 from maelens.train._checks import resolve_device
@@ -72,9 +73,13 @@ def pretrain(args: PretrainArgs, *, data: TrainData | None = None,
     model = build_seeded(config, args.seed).to(device)
     optimizer = build_adamw(model, args.lr, args.weight_decay, args.betas)
 
-    def step_loss(pixels: torch.Tensor, labels: torch.Tensor, generator: torch.Generator
-                  ) -> torch.Tensor:
-        return model.forward_mae(pixels, mask_ratio=args.mask_ratio, generator=generator).loss
+    grid = config.image_size // config.patch_size
+
+    def step_loss(pixels: torch.Tensor, labels: torch.Tensor, generator: torch.Generator,
+                  index: torch.Tensor, epoch: int) -> torch.Tensor:
+        keep = keep_for_images(index, grid * grid, args.mask_ratio, args.seed, ("train", epoch),
+                               device=pixels.device)
+        return model.forward_mae(pixels, keep=keep).loss
 
     spec = LoopSpec(kind="mae_pretrain", module=model, optimizer=optimizer, step_loss=step_loss,
                     data=data, args=args, config=config, device=device)
