@@ -88,8 +88,11 @@ class PassPlan:
 
     @property
     def analyses(self) -> list[Analysis]:
+        """Every analysis once, in the order added (one analysis may feed on several
+        conditions, e.g. random-mask invariance over K masks)."""
         stages = [self.reference, *self.stages.values()]
-        return [a for s in stages for a in s.single + s.paired]
+        unique = {id(a): a for s in stages for a in s.single + s.paired}
+        return list(unique.values())
 
     def run(self, batches: Iterable[Batch], progress: Callable[[int], None] | None = None
             ) -> list[AnalysisResult]:
