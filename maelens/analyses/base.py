@@ -37,12 +37,15 @@ class Batch:
 
     pixels: (B, 3, H, W) float RGB in [0, 1] at the model's input size, *not* normalised
     (perturbations act here; the engine normalises with the checkpoint's mean/std);
-    index: (B,) int64 position of each image in its data set; labels: (B,) int64 or None.
+    index: (B,) int64 position of each image in its data set; labels: (B,) int64 or None;
+    reference: in a condition's pass, the reference pass's pixels (B, 3, H, W) (for image-quality
+    metrics such as PSNR / SSIM of a perturbation), else None.
     """
 
     pixels: torch.Tensor
     index: torch.Tensor
     labels: torch.Tensor | None = None
+    reference: torch.Tensor | None = None
 
 
 @dataclass

@@ -127,7 +127,7 @@ class PassPlan:
             pixels = batch.pixels if cond.pixels is None else cond.pixels(batch, ref)
             keep = self._keep(cond, batch, ref) if cond.keep is not None else ref_keep
             cap = self._forward(pixels, keep, stage.taps(depth), self._stores[1])
-            seen = Batch(pixels, batch.index, batch.labels)
+            seen = Batch(pixels, batch.index, batch.labels, reference=batch.pixels)
             for analysis in stage.single:
                 analysis.update(_view(cap, analysis, depth), seen)
             for analysis in stage.paired:
