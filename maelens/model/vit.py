@@ -42,18 +42,20 @@ class Attention(nn.Module):
         B, T, D = x.shape
         qkv = self.qkv(x).reshape(B, T, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, T, d_head)
-        if not need_weights:
+        if not need_weights and fused_attention_is_faster(q):
             out = F.scaled_dot_product_attention(q, k, v)  # fused: A is never materialised
             return self._project(out), None, out.transpose(1, 2)
         shape = (B, self.num_heads, T, T)
-        if store is None:
+        if store is None and torch.is_grad_enabled():
             attn = torch.matmul(q * self.scale, k.transpose(-2, -1)).softmax(dim=-1)
             out = torch.matmul(attn, v)  # (B, H, T, d_head)
         else:
-            attn = torch.matmul(q * self.scale, k.transpose(-2, -1), out=store.attn(shape, q))
+            heads = (B, self.num_heads, T, self.head_dim)
+            attn = torch.matmul(q * self.scale, k.transpose(-2, -1),
+                                out=None if store is None else store.attn(shape, q))
             _softmax_(attn)
-            out = torch.matmul(attn, v, out=store.heads((B, self.num_heads, T, self.head_dim), q))
-        return self._project(out), attn, out.transpose(1, 2)
+            out = torch.matmul(attn, v, out=None if store is None else store.heads(heads, q))
+        return self._project(out), attn if need_weights else None, out.transpose(1, 2)
 
     def _project(self, out: torch.Tensor) -> torch.Tensor:
         """(B, H, T, d_head) -> (B, T, D) through the output projection."""
@@ -61,14 +63,30 @@ class Attention(nn.Module):
         return self.proj(out.transpose(1, 2).reshape(B, T, -1))
 
 
+def fused_attention_is_faster(q: torch.Tensor) -> bool:
+    """Which attention path an untapped layer takes, chosen by measurement, not by default.
+
+    `bench/bench_capture.py` ("attention path") times both for a ViT-B/16 layer: on this
+    2-core CPU the fused SDPA kernel takes ~49 ms vs ~96 ms explicit in float32, but ~57 ms vs
+    ~26 ms in bfloat16, where it runs no faster than in float32. On CUDA the fused (flash /
+    memory-efficient) kernels win in every dtype. With autograd the fused path is kept: the
+    explicit one normalises in place.
+    """
+    explicit = q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16)
+    return not (explicit and not torch.is_grad_enabled())
+
+
 def _softmax_(scores: torch.Tensor) -> torch.Tensor:
-    """In-place softmax over the last axis (same maths as `Tensor.softmax`, no new memory).
-    Half-precision scores are normalised in float32, as `Tensor.softmax` does internally:
-    summing ~200 bf16 exponentials in bf16 would cost about two significant digits."""
-    if scores.dtype in (torch.float32, torch.float64):
-        scores.sub_(scores.amax(dim=-1, keepdim=True)).exp_()
-        return scores.div_(scores.sum(dim=-1, keepdim=True))
-    return scores.copy_(scores.float().softmax(dim=-1))
+    """In-place softmax over the last axis (no new memory), bit-equal to `Tensor.softmax`.
+
+    On the CPU, torch's own softmax kernel writes its output over its input (it reads a row's
+    max and sum before it writes the row): the same numbers as `Tensor.softmax` (which
+    normalises half precision in float32 internally) at a quarter of the time of the
+    float32 round trip. Elsewhere the kernel may not allow aliasing, so it writes a copy.
+    """
+    if scores.device.type == "cpu":
+        return torch.ops.aten._softmax.out(scores, -1, False, out=scores)
+    return scores.copy_(scores.softmax(dim=-1))
 
 
 class TapSlots:
