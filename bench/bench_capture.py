@@ -179,15 +179,13 @@ def main() -> None:
 
 def attention_paths(args: argparse.Namespace) -> None:
     """Time one ViT-B/16 attention (B, 12 heads, 197 tokens, d_head 64) both ways per dtype."""
-    from maelens.model.vit import _softmax_, fused_attention_is_faster
+    from maelens.model.vit import fused_attention_is_faster
 
     print("attention path, one ViT-B/16 layer (median ms, interleaved)")
     for dtype in (torch.float32, torch.bfloat16):
         q, k, v = (torch.randn(args.batch, 12, 197, 64, generator=torch.Generator()
                                .manual_seed(s)).to(dtype) for s in range(3))
-        paths = {"fused SDPA": lambda: F.scaled_dot_product_attention(q, k, v),
-                 "explicit": lambda: torch.matmul(_softmax_(torch.matmul(q * 0.125,
-                                                                          k.transpose(-2, -1))), v)}
+        paths = _attention_paths(q, k, v)
         times: dict[str, list[float]] = {name: [] for name in paths}
         with torch.inference_mode():
             for _ in range(args.rounds * 2):
@@ -198,6 +196,16 @@ def attention_paths(args: argparse.Namespace) -> None:
             chosen = "fused SDPA" if fused_attention_is_faster(q) else "explicit"
         cells = ", ".join(f"{n} {1e3 * statistics.median(s):6.1f}" for n, s in times.items())
         print(f"  {str(dtype):15s} {cells}   maelens uses: {chosen}")
+
+
+def _attention_paths(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+                     ) -> dict[str, Callable[[], torch.Tensor]]:
+    from maelens.model.vit import _softmax_
+
+    def explicit() -> torch.Tensor:
+        return torch.matmul(_softmax_(torch.matmul(q * 0.125, k.transpose(-2, -1))), v)
+
+    return {"fused SDPA": lambda: F.scaled_dot_product_attention(q, k, v), "explicit": explicit}
 
 
 def fidelity() -> None:
