@@ -16,6 +16,7 @@ reference's uint8 output is.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Sequence
 
 import torch
@@ -50,7 +51,9 @@ def check_corruption(name: str, severity: int) -> None:
     if name not in CORRUPTIONS:
         raise MaelensError(
             f"unknown corruption `{name}`; expected one of: {', '.join(CORRUPTIONS)}.")
-    if isinstance(severity, bool) or severity not in SEVERITIES:
+    # A float 3.0 equals 3 but would fail later as a tuple index; numpy integers are fine.
+    if (isinstance(severity, bool) or not isinstance(severity, numbers.Integral)
+            or severity not in SEVERITIES):
         raise MaelensError(f"corruption `severity` must be an integer 1..5, got {severity!r}.")
 
 
@@ -76,6 +79,9 @@ def corrupt(
     index = [int(i) for i in (index.tolist() if isinstance(index, torch.Tensor) else index)]
     if len(index) != images.shape[0]:
         raise MaelensError(f"`index` has {len(index)} entries for {images.shape[0]} images.")
+    severity = int(severity)  # numpy integers must key the same draws as ints
     gens = [generator(seed, "corrupt", name, severity, i) for i in index]
-    out = _registry()[name](images, severity, gens).clamp_(0.0, 1.0)
-    return (out * 255.0).round_().div_(255.0) if quantize else out
+    out = _registry()[name](images, severity, gens).clamp(0.0, 1.0)
+    # Rounded to the nearest 8-bit level; the reference truncates (np.uint8), which sits half
+    # a level lower on average: outputs differ by at most one level (see the tests).
+    return out.mul_(255.0).round_().div_(255.0) if quantize else out
