@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml constraints.txt
 	# torch first, from the local CPU wheel, so that nothing resolves a CUDA build.
 	$(VENV)/bin/pip install --quiet -c constraints.txt torch
 	$(VENV)/bin/pip install --quiet -c constraints.txt -e '.[test]'
+	# The ImageNet-C reference: a test oracle and the frost textures; its pins are stale.
+	$(VENV)/bin/pip install --quiet --no-deps imagecorruptions
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -22,6 +24,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check maelens tests bench
+	$(VENV)/bin/lint-imports
 
 bench: $(STAMP)
 	$(VENV)/bin/python bench/bench_capture.py

@@ -5,7 +5,10 @@ Each helper raises `MaelensError` with expected / got / fix; never `assert`.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import scipy.linalg
@@ -83,6 +86,73 @@ def resolve_layers(
     return tuple(sorted(out))
 
 
+# --- devices and output folders (checked by the CLI before any model or image is read) ---------
+
+DEVICE_CHOICES = "'cpu', 'cuda', 'cuda:N' or 'mps'"
+
+
+def check_device(name: str, value: str, *, allow_auto: bool = False) -> str:
+    """`value` as a device string torch accepts *and this machine has*; 'auto' passes through
+    with `allow_auto`. CUDA must be available and N below the device count."""
+    text = str(value).strip().lower()
+    choices = f"'auto', {DEVICE_CHOICES}" if allow_auto else DEVICE_CHOICES
+    if allow_auto and text == "auto":
+        return text
+    try:
+        device = torch.device(text)
+    except (RuntimeError, TypeError, ValueError):
+        raise MaelensError(f"`{name}` must be {choices}, got {value!r}.") from None
+    if device.type == "cuda":
+        _check_cuda(name, value, device)
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise MaelensError(f"`{name}` {value!r}: this machine has no MPS (Apple GPU) "
+                               "device; fix: use `--device cpu`.")
+    elif device.type != "cpu":
+        raise MaelensError(f"`{name}` must be {choices}, got {value!r} (device type "
+                           f"{device.type!r} cannot run maelens models).")
+    return str(device)
+
+
+def _check_cuda(name: str, value: str, device: torch.device) -> None:
+    if not torch.cuda.is_available():
+        raise MaelensError(
+            f"`{name}` {value!r}: CUDA is not available on this machine (torch "
+            f"{torch.__version__}); fix: use `--device cpu`, or install a CUDA build of torch."
+        )
+    count = torch.cuda.device_count()
+    if device.index is not None and device.index >= count:
+        raise MaelensError(
+            f"`{name}` {value!r}: this machine has {count} CUDA device(s), cuda:0..cuda:"
+            f"{count - 1}; fix: choose one of them."
+        )
+
+
+def check_out_folder(name: str, folder: str | os.PathLike) -> Path:
+    """An output folder: an existing folder we can write in, or a path whose nearest existing
+    ancestor is such a folder (the run creates the rest). Nothing is created here; stale
+    temporary files of earlier, killed writes in it are not touched."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise MaelensError(f"`{name}` {folder} is a file; expected a folder (existing or new).")
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise MaelensError(f"`{name}` {folder}: {existing} is a file, not a folder; fix: "
+                           "choose another output folder.")
+    try:
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".maelens-probe.", suffix=".tmp")
+    except OSError as exc:
+        raise MaelensError(
+            f"`{name}` {folder}: cannot write in {existing} ({exc.strerror}); fix: choose a "
+            "folder you can write to."
+        ) from None
+    os.close(fd)
+    os.unlink(probe)
+    return folder
+
+
 # --- linear-MAE theory (maelens.theory) -------------------------------------------------------
 
 
@@ -128,3 +198,22 @@ def check_rank(name: str, rank: object, dim: int) -> int:
             "Fix: choose a bottleneck smaller than the input dimension."
         )
     return int(rank)
+
+
+def parse_layers(text: str) -> int | list[int] | None:
+    """'all' -> None; '1,4,-1' -> [1, 4, -1]; 'last3' -> 3 (the last 3, as Taps' int rule)."""
+    text = text.strip().lower()
+    if text in ("all", ""):
+        return None
+    try:
+        if text.startswith("last"):
+            count = int(text[4:])
+            if count < 0:
+                raise ValueError(text)
+            return count
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise MaelensError(
+            f"`--layers` must be 'all', 'lastN' (N >= 0) or comma-separated integers such as "
+            f"'1,6,-1', got {text!r}."
+        ) from None

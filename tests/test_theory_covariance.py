@@ -60,7 +60,13 @@ def test_gaussian_samples_have_the_covariance_and_are_seeded():
                                   gaussian_samples(sigma, 7, seed=3))
     singular = np.ones((3, 3))  # rank 1: every sample has equal coordinates
     y = gaussian_samples(singular, 10, seed=0)
+    # Tolerance from the numerics: eigenvalues at round-off level (|λ| <= d·eps·λ_max) are
+    # zeroed, so each sample is z·sqrt(3)·v with v = (1, 1, 1)/sqrt(3) computed to a few ulps:
+    # coordinates differ by about |z|·1e-15 (|z| < 5 for 10 normal draws); 1e-12 leaves 1000x
+    # head-room whatever the BLAS kernel. Without the zeroing the null-space eigenvalues
+    # (~1e-16, kernel-dependent) gave sqrt(1e-16) = 1e-8 noise.
     np.testing.assert_allclose(y - y[:, :1], 0.0, atol=1e-12)
+    assert np.std(y[:, 0]) > 0.3  # the one direction of Σ is sampled (its variance is 3)
 
 
 def test_chunked_and_merged_covariance_equal_one_shot():

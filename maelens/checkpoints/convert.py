@@ -64,6 +64,10 @@ _HF_DECODER_BLOCK = re.compile(
 
 # Widths whose published models do not use 64-dim heads (ViT-H/14, ViT-g, ViT-G: 16 heads).
 _KNOWN_HEADS = {1280: 16, 1408: 16, 1664: 16}
+# Sizes named in official model names ("mae_vit_large_patch16"): (width, heads).
+_NAMED_SIZES = {"tiny": (192, 3), "small": (384, 6), "base": (768, 12), "large": (1024, 16),
+                "huge": (1280, 16)}
+_OFFICIAL_DECODER_HEADS = 16  # every official MAE decoder: 512 wide, 16 heads
 
 
 def detect_layout(state: StateDict) -> str:
@@ -166,19 +170,53 @@ def _fill_decoder_qkv_bias(state: StateDict) -> None:
 
 
 # --------------------------------------------------------------------------- architecture
-def default_num_heads(width: int) -> int:
+def default_num_heads(width: int) -> int | None:
     """Attention heads for a width when the checkpoint does not say: 64-dim heads (ViT-T/S/B/L),
-    16 heads for ViT-H/g/G widths."""
+    16 heads for ViT-H/g/G widths; None when the width is not a multiple of 64 (no rule)."""
     if width in _KNOWN_HEADS:
         return _KNOWN_HEADS[width]
-    heads = max(1, width // 64)
-    return heads if width % heads == 0 else 1
+    return width // 64 if width % 64 == 0 else None
 
 
-def default_decoder_heads(width: int) -> int:
-    """MAE decoders use 32-dim heads (512 wide, 16 heads in every official model)."""
-    heads = max(1, width // 32)
-    return heads if width % heads == 0 else 1
+def default_decoder_heads(width: int) -> int | None:
+    """MAE decoders use 32-dim heads (512 wide, 16 heads in every official model); None when
+    the width is not a multiple of 32."""
+    return width // 32 if width % 32 == 0 else None
+
+
+def heads_from_model_name(name: str, width: int, decoder_width: int | None
+                          ) -> dict[str, int]:
+    """Head counts named by the `args.model` of the official MAE scripts (models_mae.py,
+    models_vit.py), e.g. 'mae_vit_large_patch16' -> 16 heads and 16 decoder heads. {} for a
+    name without a known size, or one whose width disagrees with the weights (the name is then
+    not trusted, and the width rules of `default_num_heads` apply)."""
+    match = re.search(r"vit_(tiny|small|base|large|huge)", str(name))
+    if not match:
+        return {}
+    named_width, heads = _NAMED_SIZES[match.group(1)]
+    if named_width != width:
+        log.info("`args.model`=%r names width %d but the weights are %d wide; ignoring it",
+                 name, named_width, width)
+        return {}
+    found = {"num_heads": heads}
+    if decoder_width is not None and decoder_width % _OFFICIAL_DECODER_HEADS == 0:
+        found["decoder_num_heads"] = _OFFICIAL_DECODER_HEADS
+    return found
+
+
+def _heads(width: int, given: int | None, decoder: bool) -> int:
+    if given is not None:
+        return given
+    guess = default_decoder_heads(width) if decoder else default_num_heads(width)
+    if guess is None:
+        field, size = ("decoder_num_heads", 32) if decoder else ("num_heads", 64)
+        raise MaelensError(
+            f"cannot tell the number of {'decoder ' if decoder else ''}attention heads: the "
+            f"{'decoder ' if decoder else ''}width {width} is not a multiple of {size} and the "
+            f"checkpoint does not state it; fix: pass `--arch {field}=N` ({field}=N in "
+            f"load_model), with N dividing {width}."
+        )
+    return guess
 
 
 def count_blocks(state: StateDict, prefix: str) -> int:
@@ -201,7 +239,8 @@ def infer_config(
     1 CLS row + (image/patch)^2), MLP width, qkv bias, final norm / fc_norm / head (pooling:
     "avg" when `fc_norm` exists, else "cls") and decoder sizes; whether the position table is
     the fixed sin-cos one is checked numerically. Heads cannot be read from shapes: they come
-    from `num_heads` / `decoder_num_heads` or `default_num_heads` / `default_decoder_heads`.
+    from `num_heads` / `decoder_num_heads` or `default_num_heads` / `default_decoder_heads`; a
+    width those rules do not cover is an error that says how to state the heads.
     `fields` override anything else (e.g. `norm_eps`, `mean`, `std`, `norm_pix_loss`).
     """
     _require(state, (TIMM_TELLTALE, "cls_token", "pos_embed", "blocks.0.mlp.fc1.weight"))
@@ -210,7 +249,7 @@ def infer_config(
     arch: dict[str, Any] = dict(
         image_size=grid * patch, patch_size=patch, in_chans=in_chans, embed_dim=width,
         depth=count_blocks(state, "blocks."), mlp_dim=state["blocks.0.mlp.fc1.weight"].shape[0],
-        num_heads=num_heads or default_num_heads(width),
+        num_heads=_heads(width, num_heads, decoder=False),
         qkv_bias="blocks.0.attn.qkv.bias" in state,
         pos_embed="sincos" if _sincos(state["pos_embed"]) else "learned",
         final_norm="norm.weight" in state, fc_norm="fc_norm.weight" in state,
@@ -222,7 +261,7 @@ def infer_config(
         dd = state["decoder_embed.weight"].shape[0]
         arch.update(
             decoder_embed_dim=dd, decoder_depth=count_blocks(state, "decoder_blocks."),
-            decoder_num_heads=decoder_num_heads or default_decoder_heads(dd),
+            decoder_num_heads=_heads(dd, decoder_num_heads, decoder=True),
             decoder_mlp_dim=state["decoder_blocks.0.mlp.fc1.weight"].shape[0],
         )
     if num_heads is None:

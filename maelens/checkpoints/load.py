@@ -32,6 +32,7 @@ from safetensors import safe_open
 from maelens.checkpoints.convert import (
     StateDict,
     check_hf_sizes,
+    heads_from_model_name,
     hf_config_fields,
     infer_config,
     preprocessing_fields,
@@ -39,6 +40,7 @@ from maelens.checkpoints.convert import (
     to_timm_layout,
 )
 from maelens.checkpoints.demo_models import demo_model_path
+from maelens.checkpoints.hub import resolve_named
 from maelens.checkpoints.native import is_native, read_native
 from maelens.errors import MaelensError
 from maelens.model.config import ViTConfig
@@ -61,8 +63,9 @@ def load_model(
     device: str | torch.device = "cpu",
     dtype: torch.dtype | str | None = None,
 ) -> VisionTransformer:
-    """Load a ViT / MAE from a path, a transformers model, a maelens model or a (config, state
-    dict) pair; architecture and preprocessing are read from the weights and any config.
+    """Load a ViT / MAE from a path, a model name, Hub id or URL (see `checkpoints/hub.py`), a
+    transformers model, a maelens model or a (config, state dict) pair; architecture and
+    preprocessing are read from the weights and any config.
 
     image_size: input size in pixels other than the native one; the stored position table is
     regenerated (sin-cos) or bicubically resampled (learned) once. num_classes: replace the
@@ -75,7 +78,10 @@ def load_model(
     config, state, info = read_checkpoint(source, num_heads=num_heads,
                                           decoder_num_heads=decoder_num_heads)
     config, state, fresh = _adapt(config, state, image_size, num_classes)
-    model = build_model(config, state, fresh=fresh)
+    try:
+        model = build_model(config, state, fresh=fresh)
+    except MaelensError as err:  # name the file: the keys alone do not say which one
+        raise MaelensError(f"{info['source']}: {err}") from None
     model.load_info = {**info, "kind": checkpoint_kind(config)}
     log.info("loaded %s (%s) from %s", info["format"], model.load_info["kind"], info["source"])
     return model.to(device=device, dtype=_dtype(dtype)).eval()
@@ -87,7 +93,11 @@ def read_checkpoint(
     """(inferred config, state dict with maelens names, load info) from any source that
     `load_model` accepts, without building the model."""
     heads = {"num_heads": num_heads, "decoder_num_heads": decoder_num_heads}
-    return _resolve(source, {k: v for k, v in heads.items() if v is not None})
+    heads = {k: v for k, v in heads.items() if v is not None}
+    named = resolve_named(source)  # alias / timm name / Hub id / URL -> local files (hub.py)
+    if named is not None:
+        return named.apply(*_resolve(named.path, {**named.heads, **heads}))
+    return _resolve(source, heads)
 
 
 def build_model(config: ViTConfig, state: StateDict, fresh: tuple[str, ...] = ()
@@ -158,7 +168,8 @@ def _resolve(source: Any, heads: dict[str, int]) -> tuple[ViTConfig, StateDict, 
         raise MaelensError(f"no such file or directory: {path}; check the checkpoint path.")
     if is_native(path):
         config, state, meta = read_native(path)
-        return config, state, {**_info("maelens", path), "meta": meta}
+        return config, state, {**_info("maelens", path), "meta": meta,
+                               "mask_ratio": _native_mask_ratio(meta)}
     if path.is_dir():
         return _from_directory(path, heads)
     return _from_weights_file(path, heads)
@@ -205,9 +216,33 @@ def _from_weights_file(path: Path, heads: dict[str, int]) -> tuple[ViTConfig, St
     train_args = _train_args(args)
     if "norm_pix_loss" in train_args:
         fields["norm_pix_loss"] = bool(train_args["norm_pix_loss"])
-    config = infer_config(state, **fields, **heads)
+    try:
+        named = {} if "num_heads" in heads else _named_heads(train_args, state)
+        config = infer_config(state, **fields, **{**named, **heads})
+    except MaelensError as err:
+        raise MaelensError(f"{path}: {err}") from None
     info = _info(layout, path)
     return config, state, {**info, "mask_ratio": train_args.get("mask_ratio"), "ignored": dropped}
+
+
+def _named_heads(train_args: dict[str, Any], state: StateDict) -> dict[str, int]:
+    """Head counts from the architecture name that official MAE files carry in `args.model`
+    (e.g. 'mae_vit_large_patch16'); {} without one."""
+    name = train_args.get("model")
+    if not isinstance(name, str) or "patch_embed.proj.weight" not in state:
+        return {}
+    decoder = state.get("decoder_embed.weight")
+    return heads_from_model_name(name, state["patch_embed.proj.weight"].shape[0],
+                                 None if decoder is None else decoder.shape[0])
+
+
+def _native_mask_ratio(meta: dict[str, Any]) -> float | None:
+    """The masking ratio that a maelens pre-training run recorded in its metadata."""
+    args = meta.get("args") if isinstance(meta, dict) else None
+    value = args.get("mask_ratio") if isinstance(args, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
 
 
 def _info(fmt: str, source: Any) -> dict[str, Any]:
@@ -349,6 +384,8 @@ def _unwrap(obj: Any, path: Path) -> tuple[StateDict, Any]:
             obj = obj[key]
             break
     state = _tensors(obj) if isinstance(obj, dict) else {}
+    if state:
+        _refuse_non_tensors(obj, path)
     if not state:
         top = list(obj)[:8] if isinstance(obj, dict) else type(obj).__name__
         raise MaelensError(
@@ -356,6 +393,26 @@ def _unwrap(obj: Any, path: Path) -> tuple[StateDict, Any]:
             "bare or under 'model' / 'state_dict'."
         )
     return state, args
+
+
+_TOP_LEVEL_PARAMS = ("cls_token", "pos_embed", "mask_token", "decoder_pos_embed", "dist_token")
+
+
+def _refuse_non_tensors(obj: dict, path: Path) -> None:
+    """A weight stored as something other than a tensor (a numpy array, a list, an unknown
+    pickled object) is an error naming it, rather than a key silently dropped, which would
+    surface later as some other missing or unexpected key."""
+    bad = {str(k): v for k, v in obj.items() if not isinstance(v, torch.Tensor)
+           and ("." in str(k) or str(k) in _TOP_LEVEL_PARAMS)}
+    if bad:
+        key, value = next(iter(bad.items()))
+        kind = value.pickled_as if isinstance(value, Opaque) else type(value).__name__
+        more = f" (and {len(bad) - 1} more: {preview_keys(list(bad)[1:])})" if len(bad) > 1 else ""
+        raise MaelensError(
+            f"{path}: `{key}` holds a {kind}, not a tensor{more}; expected every weight as a "
+            "torch tensor; fix: re-save the state dict with tensors (torch.from_numpy for "
+            "numpy arrays)."
+        )
 
 
 def _tensors(obj: dict) -> StateDict:

@@ -17,9 +17,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from maelens.atomic import atomic_write
 from maelens.errors import MaelensError
 from maelens.model.config import ViTConfig
-from maelens.results.io import atomic_write
 
 META_FILE = "maelens.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -70,7 +70,8 @@ def is_native(path: str | os.PathLike) -> bool:
 
 
 def read_native(path: str | os.PathLike) -> tuple[ViTConfig, dict[str, torch.Tensor], dict]:
-    """(config, float32 state dict, meta) from a maelens checkpoint."""
+    """(config, float32 state dict, meta) from a maelens checkpoint. A damaged or foreign
+    `maelens.json` or header is a `MaelensError` naming the file and the field."""
     path = Path(path)
     weights = path / WEIGHTS_FILE if path.is_dir() else path
     try:
@@ -78,12 +79,44 @@ def read_native(path: str | os.PathLike) -> tuple[ViTConfig, dict[str, torch.Ten
             header = handle.metadata() or {}
             state = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
     except Exception as err:  # noqa: BLE001
-        raise MaelensError(f"cannot read safetensors file {weights}: {err}") from None
+        raise MaelensError(f"cannot read safetensors file {weights}: {_first_line(err)}; the "
+                           "file may be truncated or corrupt, re-save it.") from None
     if path.is_dir():
-        record = json.loads((path / META_FILE).read_text())
-        config, meta = record["config"], record.get("meta", {})
+        where = str(path / META_FILE)
+        try:
+            text = (path / META_FILE).read_text()
+        except (OSError, UnicodeDecodeError) as err:
+            raise MaelensError(f"cannot read {where}: {_first_line(err)}.") from None
+        record = _json_object(text, where)
+        config, meta = record.get("config"), record.get("meta", {})
+        if not isinstance(config, dict):
+            raise MaelensError(f"{where} has no `config` object (got {type(config).__name__}); "
+                               "expected the file that maelens writes; fix: re-save it.")
     else:
-        config, meta = json.loads(header["maelens_config"]), json.loads(
-            header.get("maelens_meta", "{}"))
+        where = f"{path} (safetensors header `maelens_config`)"
+        config = _json_object(header["maelens_config"], where)
+        meta = _json_object(header.get("maelens_meta", "{}"),
+                            f"{path} (safetensors header `maelens_meta`)")
+    try:
+        built = ViTConfig.from_dict(config)
+    except (MaelensError, TypeError, ValueError) as err:
+        raise MaelensError(f"{where}: invalid maelens config: {_first_line(err)}") from None
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-    return ViTConfig.from_dict(config), state, meta
+    return built, state, meta if isinstance(meta, dict) else {}
+
+
+def _json_object(text: str, where: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError as err:
+        raise MaelensError(f"{where} is not valid JSON ({err}); expected the JSON object that "
+                           "maelens writes; fix: re-save the checkpoint.") from None
+    if not isinstance(value, dict):
+        raise MaelensError(f"{where} holds a JSON {type(value).__name__}, not an object; "
+                           "expected the JSON object that maelens writes; fix: re-save it.")
+    return value
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__

@@ -6,6 +6,7 @@ house rule of `maelens.cli._common.friendly` (one line on stderr, exit status 2)
 
 from __future__ import annotations
 
+import math
 import shlex
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from maelens.cli._common import err, friendly, out
+from maelens.cli._common import check_options, friendly, note, say
 from maelens.errors import MaelensError
 
 theory_app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -35,14 +36,22 @@ def _ints(name: str, text: str) -> tuple[int, ...]:
 
 
 def _print(text: str) -> None:
-    out.print(text, highlight=False, soft_wrap=True)
+    say(text)
 
 
 def _point_line(point: Any, reused: bool) -> None:
-    err.print(f"{'reused' if reused else 'trained'} m={point.mask_ratio:g} p={point.patch_size}:"
-              f" loss {point.final_loss:.4f}, k-NN {point.knn_accuracy:.3f}, probe "
-              f"{point.linear_probe_accuracy:.3f}, spread {point.mean_distance_px:.2f} px "
-              f"({point.wall_s:.0f} s)", highlight=False)
+    note(f"{'reused' if reused else 'trained'} m={point.mask_ratio:g} p={point.patch_size}:"
+         f" loss {point.final_loss:.4f}, k-NN {point.knn_accuracy:.3f}, probe "
+         f"{point.linear_probe_accuracy:.3f}, spread {point.mean_distance_px:.2f} px "
+         f"({point.wall_s:.0f} s)")
+
+
+def _check_target(target_px: float | None) -> None:
+    if target_px is not None and not (math.isfinite(target_px) and target_px > 0):
+        raise MaelensError(
+            f"`--target-px` must be a positive number of pixels, got {target_px:g}; fix: give "
+            "the feature scale you want, or leave it out to use the data's correlation length."
+        )
 
 
 RATIOS_HELP = "comma-separated masking ratios in [0, 1)"
@@ -67,6 +76,8 @@ def predict(
     from maelens.studies.mnist_study import StudySettings, predict_mnist
     from maelens.theory.predict import recommend
 
+    _check_target(target_px)
+    check_options(out_file=out_path)
     settings = StudySettings(mask_ratios=_floats("ratios", ratios),
                              patch_sizes=_ints("patches", patches), rank=rank, ridge=ridge,
                              scheme=scheme, detail_ratios=(0.5,),
@@ -113,6 +124,7 @@ def sweep(
     Re-running skips finished points and resumes an interrupted one."""
     from maelens.studies.theory_sweep import run_sweep
 
+    check_options(out_folder=out_dir)
     settings = _sweep_settings(out_dir, ratios, patches, epochs, batch_size, jacobian_images,
                                seed, width, depth)
     result = run_sweep(settings, on_point=_point_line)
@@ -145,6 +157,9 @@ def study(
     args = sys.argv[1:]
     args = args[1:] if args[:1] == ["theory"] else args
     command = "maelens theory " + " ".join(shlex.quote(a) for a in args)
+    check_options(out_folder=out_dir)
+    if not (render_only or no_sweep):
+        check_options(out_folder=work_dir)
     if render_only:
         path = render_study(out_dir)  # keeps the command recorded by the run
     else:

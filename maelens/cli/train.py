@@ -1,42 +1,23 @@
 """`maelens pretrain | finetune | train-vit`: thin wrappers over `maelens.train`.
 
 Common knobs are options; any other field of the args dataclass can be set with
-`--set FIELD=VALUE` and architecture fields (ViTConfig) with `--arch FIELD=VALUE`.
+`--set FIELD=VALUE` and architecture fields (ViTConfig) with `--arch FIELD=VALUE` (the option
+that the checkpoint-reading commands share, see `maelens.cli._common`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from maelens.cli._common import friendly, out
+from maelens.cli._common import ArchOpt, check_options, friendly, parse_pairs, say
 from maelens.errors import MaelensError
 
 SetOpt = Annotated[list[str] | None, typer.Option(
     "--set", help="any other training field, FIELD=VALUE (repeatable)")]
-ArchOpt = Annotated[list[str] | None, typer.Option(
-    "--arch", help="architecture override, FIELD=VALUE, e.g. patch_size=2 (repeatable)")]
-
-
-def _value(text: str) -> Any:
-    """JSON when it parses (numbers, true/false, null, lists), else the raw string."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def parse_pairs(option: str, pairs: list[str] | None) -> dict[str, Any]:
-    out = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise MaelensError(f"`{option}` takes FIELD=VALUE, got {pair!r}.")
-        out[key.strip().replace("-", "_")] = _value(value.strip())
-    return out
 
 
 def build_args(cls: type, given: dict[str, Any], extra: list[str] | None) -> Any:
@@ -52,14 +33,34 @@ def build_args(cls: type, given: dict[str, Any], extra: list[str] | None) -> Any
     return cls(**{**values, **more})
 
 
+def check_run(out: str, device: str, seed: int, resume: bool) -> None:
+    """Options of a training command, before any data is read: the device, the seed, an output
+    folder that can be written, and `--resume` only where a resume state exists (and a resume
+    state only continued with `--resume`)."""
+    from maelens.train.state import STATE_FILE
+
+    check_options(device=device, allow_auto=True, seed=seed, min_seed=0, out_folder=out)
+    state = Path(out) / STATE_FILE
+    if resume and not state.is_file():
+        raise MaelensError(
+            f"`--resume`: {out} holds no resume state ({STATE_FILE}), so there is nothing to "
+            "continue; fix: drop `--resume` to start a new run, or give the run's `--out`."
+        )
+    if not resume and state.is_file():
+        raise MaelensError(
+            f"`--out` {out} already holds a training run ({STATE_FILE}); fix: add `--resume` "
+            "to continue it, or choose another `--out` (or delete that folder) to start over."
+        )
+
+
 def report(result: Any) -> None:
     state = "finished" if result.complete else f"stopped at step {result.steps}"
-    out.print(f"{result.kind} {state} ({result.steps}/{result.total_steps} steps, "
-              f"{result.elapsed_s:.0f} s, {result.images_per_s:.0f} images/s); "
-              f"final loss {result.final_loss:.4f}", highlight=False)
+    say(f"{result.kind} {state} ({result.steps}/{result.total_steps} steps, "
+        f"{result.elapsed_s:.0f} s, {result.images_per_s:.0f} images/s); "
+        f"final loss {result.final_loss:.4f}")
     for name, value in result.metrics.items():
-        out.print(f"  {name}: {value:.4f}", highlight=False)
-    out.print(f"checkpoint: {result.checkpoint}", highlight=False)
+        say(f"  {name}: {value:.4f}")
+    say(f"checkpoint: {result.checkpoint}")
 
 
 def register(app: typer.Typer) -> None:  # noqa: C901 - three small commands
@@ -85,6 +86,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - three small commands
         from maelens.train import PretrainArgs
         from maelens.train import pretrain as run
 
+        check_run(out, device, seed, resume)
         given = dict(out_dir=out, data=data, preset=preset, mask_ratio=mask_ratio,
                      norm_pix_loss=norm_pix_loss, epochs=epochs, batch_size=batch_size, lr=lr,
                      warmup_epochs=warmup_epochs, seed=seed, device=device, resume=resume,
@@ -111,6 +113,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - three small commands
         from maelens.train import FinetuneArgs
         from maelens.train import finetune as run
 
+        check_run(out, device, seed, resume)
         given = dict(checkpoint=checkpoint, out_dir=out, data=data, pool=pool,
                      linear_probe=linear_probe, epochs=epochs, batch_size=batch_size, lr=lr,
                      seed=seed, device=device, resume=resume)
@@ -136,6 +139,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - three small commands
         from maelens.train import TrainViTArgs
         from maelens.train import train_vit as run
 
+        check_run(out, device, seed, resume)
         given = dict(out_dir=out, data=data, preset=preset, pool=pool, epochs=epochs,
                      batch_size=batch_size, lr=lr, seed=seed, device=device, resume=resume,
                      overrides=parse_pairs("--arch", arch))

@@ -194,7 +194,8 @@ def decode_files(
         except MaelensError as exc:
             if strict:
                 raise
-            log.warning("skipping unreadable image: %s", exc)
+            # info, not warning: the caller reports `skipped` (the CLI prints each once)
+            log.info("skipping unreadable image: %s", exc)
             skipped.append((path, str(exc)))
             continue
         kept.append(path)

@@ -20,6 +20,9 @@ from maelens._validate import check_positive_int
 from maelens.errors import MaelensError
 from maelens.model.config import IMAGENET_MEAN, IMAGENET_STD, ViTConfig
 
+# Aspect ratios above this are resampled from the centre square only (see `Preprocess.crop`).
+MAX_EXACT_ASPECT = 32
+
 INTERPOLATIONS = {
     "nearest": Image.Resampling.NEAREST,
     "bilinear": Image.Resampling.BILINEAR,
@@ -123,14 +126,26 @@ class Preprocess:
         return (new_short, new_long) if height <= width else (new_long, new_short)
 
     def crop(self, image: np.ndarray) -> np.ndarray:
-        """(H, W, 3) uint8 -> resized and centre-cropped (size, size, 3) uint8."""
+        """(H, W, 3) uint8 -> resized and centre-cropped (size, size, 3) uint8.
+
+        Images up to MAX_EXACT_ASPECT : 1 are resized whole, then cropped (torchvision's
+        result, bit for bit). Longer ones would be resized to a huge strip first (a 1x8000
+        image to 256x2048000 pixels, gigabytes), so only the centre square's source region
+        is resampled (Pillow's `box`): the same geometry and filter, with memory bounded by
+        the crop, though not bit-identical to resizing the whole strip.
+        """
         height, width = self.resized_shape(*image.shape[:2])
-        if (height, width) != image.shape[:2]:
-            resample = INTERPOLATIONS[self.interpolation]
-            image = np.asarray(Image.fromarray(image).resize((width, height), resample))
         # torchvision's centre-crop offsets: round((H - size) / 2) with Python's round.
         top = int(round((height - self.size) / 2.0))
         left = int(round((width - self.size) / 2.0))
+        resample = INTERPOLATIONS[self.interpolation]
+        if max(height, width) > MAX_EXACT_ASPECT * min(height, width):
+            sy, sx = image.shape[0] / height, image.shape[1] / width  # source px per output px
+            box = (left * sx, top * sy, (left + self.size) * sx, (top + self.size) * sy)
+            resized = Image.fromarray(image).resize((self.size, self.size), resample, box=box)
+            return np.asarray(resized)
+        if (height, width) != image.shape[:2]:
+            image = np.asarray(Image.fromarray(image).resize((width, height), resample))
         return image[top : top + self.size, left : left + self.size]
 
     def normalize(self, images: np.ndarray) -> torch.Tensor:

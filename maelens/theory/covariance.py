@@ -98,7 +98,11 @@ def gaussian_samples(
     sigma = check_covariance("sigma", sigma)
     n_samples = check_positive_int("n_samples", n_samples)
     values, vectors = np.linalg.eigh(sigma)
-    root = vectors * np.sqrt(np.clip(values, 0.0, None))  # root @ rootᵀ = Σ
+    # eigh is backward stable: eigenvalues carry an absolute error of about d·eps·‖Σ‖, so a
+    # singular Σ comes back with "zero" eigenvalues of ±1e-16 whose square roots (1e-8) would
+    # add BLAS-dependent noise along the null space. Those are zero to working precision.
+    floor = len(sigma) * np.finfo(np.float64).eps * max(float(values[-1]), 0.0)
+    root = vectors * np.sqrt(np.where(values > floor, values, 0.0))  # root @ rootᵀ = Σ
     z = np.random.default_rng(seed).standard_normal((n_samples, len(sigma)))
     x = z @ root.T
     return x if mean is None else x + np.asarray(mean, dtype=np.float64)

@@ -166,10 +166,15 @@ def recommend(grid: SpreadGrid | dict, target_scale_px: float | None = None,
     """
     grid = SpreadGrid.from_dict(grid) if isinstance(grid, dict) else grid
     target = grid.correlation_length_px if target_scale_px is None else float(target_scale_px)
+    if target_scale_px is not None and not (np.isfinite(target) and target > 0):
+        raise MaelensError(
+            f"`target_scale_px` must be a positive number of pixels, got {target_scale_px}; "
+            "fix: give the feature scale you want, or None for the data's correlation length."
+        )
     if not np.isfinite(target) or target <= 0:
         raise MaelensError(
-            f"`target_scale_px` must be a positive number of pixels, got {target}; the data's "
-            "correlation length could not be estimated. Fix: pass target_scale_px."
+            f"the data's correlation length could not be estimated (got {target}), so there is "
+            "no default target scale; fix: pass `target_scale_px`."
         )
     spread = np.asarray(grid.mean_distance_px)  # (n_p, n_m)
     gap = np.abs(spread - target)

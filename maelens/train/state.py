@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import platform
+import re
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
@@ -20,9 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from maelens.atomic import atomic_write
 from maelens.errors import MaelensError
 from maelens.model.config import ViTConfig
-from maelens.results.io import atomic_write
 
 STATE_FILE = "train_state.pt"
 STATE_FORMAT = 1
@@ -81,12 +82,27 @@ def load_state(path: Path) -> dict[str, Any]:
         record = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unreadable file gets the same advice
         raise MaelensError(
-            f"cannot read the resume state {path}: {type(err).__name__}: {err}; fix: delete it "
-            "to start over."
+            f"cannot read the resume state {path}: {_load_failure(err)}; fix: delete it (and "
+            "drop `--resume`) to start over."
         ) from None
     if not isinstance(record, dict) or record.get("format") != STATE_FORMAT:
-        raise MaelensError(f"{path} is not a maelens resume state (format {STATE_FORMAT}).")
+        raise MaelensError(f"{path} is not a maelens resume state (format {STATE_FORMAT}); "
+                           "fix: delete it (and drop `--resume`) to start over.")
     return record
+
+
+def _load_failure(err: BaseException) -> str:
+    """Why torch.load refused a file, in a few words. torch's own message runs over many lines
+    and advises loading with `weights_only=False`, which would run the file's pickled code:
+    never repeat that advice."""
+    text = str(err)
+    if "weights_only" in text or "Unsupported global" in text:
+        found = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", text)
+        what = f" ({found.group(1)})" if found else ""
+        return (f"it holds objects other than tensors and plain data{what}, which are not "
+                "loaded because loading them could run code")
+    lines = text.strip().splitlines()
+    return f"the file is damaged ({type(err).__name__}: {lines[0] if lines else ''})"
 
 
 def differences(found: dict[str, Any], requested: dict[str, Any],
