@@ -7,11 +7,9 @@ import json
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from maelens.checkpoints.demo_models import DEMO_MODELS, demo_model_path
 from maelens.checkpoints.load import load_model
-from maelens.cli import app
 from maelens.data import mnist_tensors
 from maelens.train.evaluate import accuracy, knn_accuracy, mean_patch_features
 
@@ -54,14 +52,3 @@ def test_pretrained_mae_features_are_far_above_chance(test_split):
         train_f = mean_patch_features(model, train_x)
         test_f = mean_patch_features(model, test_split[0])
     assert knn_accuracy(train_f, train_y, test_f, test_split[1]) >= 0.80  # chance: 0.10
-
-
-@pytest.mark.slow
-def test_demo_command_writes_a_summary(tmp_path):
-    result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "demo")])
-    assert result.exit_code == 0, result.output
-    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
-    assert set(summary["models"]) == set(DEMO_MODELS)
-    fine = summary["models"]["finetuned"]
-    assert fine["test_accuracy"] >= 0.97 and len(fine["layers"]) == 7  # layers 0..6
-    assert "test accuracy" in result.output

@@ -20,7 +20,6 @@ from maelens.cli._common import (
     friendly,
     load_checkpoint,
     note,
-    out,
     progress_bar,
     say,
     torch_dtype,
@@ -149,33 +148,3 @@ def info(model: Annotated[str, typer.Argument(help="checkpoint: file, directory 
     print_resolution(model, net)  # where a name, Hub id or URL resolved (cli/checkpoints.py)
     for key, value in net.config.to_dict().items():
         say(f"  {key:18s} {value}")
-
-
-@app.command()
-@friendly
-def demo(
-    out_dir: Annotated[Path, typer.Option("--out", help="output folder")] = Path("out/demo"),
-) -> None:
-    """The whole pipeline on the shipped demo models and the MNIST demo digits."""
-    from rich.table import Table
-
-    from maelens.studies.demo import run_demo
-
-    check_options(out_folder=out_dir)
-    bar, advance = progress_bar(3 * 2 * 5000, "demo")
-    with bar:
-        summary = run_demo(out_dir, progress=advance)
-    for name, entry in summary["models"].items():
-        title = f"{name}: {entry['kind']}"
-        if "test_accuracy" in entry:
-            title += f", test accuracy {100 * entry['test_accuracy']:.2f} %"
-        table = Table(title=title, title_justify="left")
-        for column in ("layer", "k-NN CLS %", "k-NN mean patch %"):
-            table.add_column(column, justify="right")
-        for row in entry["layers"]:
-            table.add_row(str(row["layer"]), f"{100 * row['knn_cls']:.1f}",
-                          f"{100 * row['knn_mean_patch']:.1f}")
-        out.print(table)
-        probe = entry["layers"][-1]["linear_probe_mean_patch"]
-        say(f"  linear probe on last-layer mean patch: {100 * probe:.2f} %")
-    say(f"wrote {out_dir / 'summary.json'} in {summary['elapsed_s']:.0f} s")

@@ -38,12 +38,14 @@ class ResultSet:
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
 
-    def add(self, result: AnalysisResult, model: str = "", condition: str = "") -> None:
-        """Append one analysis result under (model, condition)."""
+    def add(self, result: AnalysisResult, model: str = "", condition: str = "",
+            level: str | None = None) -> None:
+        """Append one analysis result under (model, condition); `level` labels the rows that
+        carry none of their own (e.g. the condition's level)."""
         for row in result.rows:
             self.rows.append({
                 "analysis": result.name, "model": model, "condition": condition,
-                "level": row.level, "layer": row.layer, "head": row.head, "metric": row.metric,
+                "level": row.level if row.level is not None else level, "layer": row.layer, "head": row.head, "metric": row.metric,
                 "value": _finite_or_none(row.value), "unit": row.unit,
                 "ci_low": _finite_or_none(row.ci_low), "ci_high": _finite_or_none(row.ci_high),
                 "extra": row.extra or None})
@@ -56,6 +58,14 @@ class ResultSet:
     def select(self, **where: Any) -> list[dict[str, Any]]:
         """Rows whose columns equal every `where` value (e.g. analysis="accuracy")."""
         return [r for r in self.rows if all(r.get(k) == v for k, v in where.items())]
+
+    def where(self, model: str) -> ResultSet:
+        """The rows and arrays of one model, e.g. to draw its figures alone; its meta is the
+        shared meta updated with `meta["model_meta"][model]` (what only that model ran)."""
+        prefix = array_key(model, "x", "x").rsplit("/", 2)[0] + "/"
+        meta = {**self.meta, **self.meta.get("model_meta", {}).get(model, {})}
+        return ResultSet([r for r in self.rows if r["model"] == model],
+                         {k: v for k, v in self.arrays.items() if k.startswith(prefix)}, meta)
 
     def array(self, model: str, analysis: str, condition: str, name: str) -> np.ndarray:
         key = array_key(model, analysis, condition, name)
