@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from maelens.analyses.stack import StackActivations
 from maelens.analyses.base import Analysis, AnalysisResult, Row
+from maelens.analyses.stack import StackActivations
 from maelens.engine.capture import Batch, iterate_batches, run_capture
-from maelens.model.masking import keep_for_images
 from maelens.errors import MaelensError
+from maelens.model.masking import keep_for_images
 from maelens.model.taps import Capture, Taps, TapStore
 
 

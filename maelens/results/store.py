@@ -45,7 +45,8 @@ class ResultSet:
         for row in result.rows:
             self.rows.append({
                 "analysis": result.name, "model": model, "condition": condition,
-                "level": row.level if row.level is not None else level, "layer": row.layer, "head": row.head, "metric": row.metric,
+                "level": row.level if row.level is not None else level, "layer": row.layer,
+                "head": row.head, "metric": row.metric,
                 "value": _finite_or_none(row.value), "unit": row.unit,
                 "ci_low": _finite_or_none(row.ci_low), "ci_high": _finite_or_none(row.ci_high),
                 "extra": row.extra or None})

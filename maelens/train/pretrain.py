@@ -8,8 +8,8 @@ from collections.abc import Callable
 import torch
 
 from maelens.errors import MaelensError
-from maelens.model.masking import keep_for_images
 from maelens.model.config import ViTConfig, preset
+from maelens.model.masking import keep_for_images
 from maelens.model.vit import VisionTransformer
 from maelens.train._checks import resolve_device
 from maelens.train.args import PretrainArgs
