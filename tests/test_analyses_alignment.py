@@ -125,8 +125,9 @@ def test_demo_finetuned_blur_study_is_consistent():
     """The four analyses on one pass plan over 60 MNIST digits (demo:finetuned, k5 s2 blur)."""
     from maelens.analyses.accuracy import Accuracy
     from maelens.analyses.head_features import HeadCommonFeatures
-    from maelens.analyses.mask_invariance import MaskInvariance, mask_invariance_conditions
+    from maelens.analyses.mask_invariance import MaskInvariance
     from maelens.checkpoints.load import load_model
+    from maelens.engine.condition_sets import mask_invariance_conditions
     from maelens.studies.inputs import load_image_set
 
     images = load_image_set("mnist:test", 32, classes=10, per_class=6)

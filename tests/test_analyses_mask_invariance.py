@@ -9,7 +9,8 @@ import pytest
 import scipy.spatial.distance
 import torch
 
-from maelens.analyses.mask_invariance import MaskInvariance, mask_invariance_conditions
+from maelens.analyses.mask_invariance import MaskInvariance
+from maelens.engine.condition_sets import mask_invariance_conditions
 from maelens.engine.plan import PassPlan
 from maelens.errors import MaelensError
 from maelens.model.masking import keep_for_images

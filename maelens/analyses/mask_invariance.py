@@ -30,30 +30,12 @@ from maelens.analyses.alignment import (
 )
 from maelens.analyses.base import Analysis, AnalysisResult, Batch, Row
 from maelens.analyses.bootstrap import check_bootstrap, ci_note, optional_cis
-from maelens.engine.conditions import Condition, RandomMask
 from maelens.errors import MaelensError
 from maelens.model.taps import Capture
 
 # Per-image row layout after the D unit-vector sum: view count, sum of cosines to the
 # unmasked embedding, min and max masked-view norm, unmasked norm.
 _K, _COS, _MIN, _MAX, _CLEAN = range(-5, 0)
-
-
-def mask_invariance_conditions(ratio: float, k_masks: int = 100, seed: int = 0
-                               ) -> list[Condition]:
-    """K conditions "mask-invariance/k00".. each masking every image at `ratio` with its own
-    seeded mask (purpose ("invariance", k)): image i's k-th mask depends on (seed, k, i) only."""
-    if isinstance(k_masks, bool) or not isinstance(k_masks, int | np.integer) or k_masks < 2:
-        raise MaelensError(f"`k_masks` must be an integer >= 2 (pairwise cosines need two "
-                           f"masked views), got {k_masks!r}.")
-    if not 0.0 < float(ratio) < 1.0:
-        raise MaelensError(f"mask-invariance `ratio` must lie in (0, 1) (e.g. 0.75), got "
-                           f"{ratio}.")
-    width = max(2, len(str(k_masks - 1)))
-    return [Condition(f"mask-invariance/k{k:0{width}d}",
-                      keep=RandomMask(float(ratio), seed, purpose=("invariance", k)),
-                      group="mask-invariance", level=f"k{k:0{width}d}")
-            for k in range(int(k_masks))]
 
 
 class MaskInvariance(Analysis):

@@ -97,8 +97,7 @@ def first_per_class(labels: np.ndarray, classes: int | None, per_class: int | No
 def _robustness(results: ResultSet, stage: Stage) -> None:
     """The robustness study's results and summaries, its meta kept per model (two models may
     run it: the fine-tuned MAE and the ViT)."""
-    from maelens.studies.robustness import _meta as study_meta
-    from maelens.studies.robustness import _summaries as add_summaries
+    from maelens.studies.robustness import add_summaries, study_meta
 
     settings, families = stage.extra  # type: ignore[misc]
     role = stage.model_role
