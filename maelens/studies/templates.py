@@ -35,15 +35,15 @@ robustness:                 # seed paper Sec. III-B, Tables I-III, Fig. 5-8 (fin
   classes: 10
   per_class: {robust_per_class}
   blur: paper               # the ten (kernel, sigma) levels of Table I, or [[5, 1.0], ...]
-  occlusion: [0, 10, 20, 30, 40, 50, 60, 70, 80, 90]   # percent of patches, by rollout
+  occlusion: {occlusion}   # percent of patches, by rollout
   occlusion_fill: zero      # zero | mean | noise (pixel fill); token dropping runs too
   corruptions: all          # the 15 ImageNet-C corruptions, or a list of names
-  severities: [1, 2, 3, 4, 5]
+  severities: {severities}
   masks: {masks}                # random masks per image for the invariance study
   mask_ratio: 0.75
   top_k: 10                 # head-wise common features: top-k per head (Eq. 2-3)
   threshold: 0.6            # common when in the top-k of >= 60 % of a class's images
-  bootstrap: 1000           # bootstrap draws for 95 % confidence intervals (0: none)
+  bootstrap: {bootstrap}            # bootstrap draws for 95 % confidence intervals (0: none)
 
 theory:                     # seed 002: predicted spatial scale at the models' (m, p)
   enabled: true
@@ -59,15 +59,19 @@ run:
 
 DEMO = """\
 # maelens demo: the three shipped demo models on the MNIST demo digits (no download).
-# Run: maelens run THIS_FILE   (or simply: maelens demo)
+# Run: maelens run THIS_FILE   (or simply: maelens demo). Sized to run in minutes on 2 CPU
+# cores: robustness on 50 digits, severities 1/3/5, 10 random masks; the paper's recipe
+# (maelens init --example paper-imagenet) uses every level.
 models:
   mae: demo:mae             # pre-trained MAE (layer-wise analyses)
   finetuned: demo:finetuned # the MAE fine-tuned (robustness)
   vit: demo:vit             # supervised ViT of the same shape (comparison)
 
 """ + COMMON.format(images="mnist:test", imagenet_c="null", mask_ratio="0.75",
-                    tsne_per_class=30, subspace_per_class=50, robust_per_class=20, masks=20,
-                    device="cpu ", dtype="float32", batch_size=250, out="out/demo")
+                    tsne_per_class=30, subspace_per_class=50, robust_per_class=5, masks=10,
+                    occlusion="[0, 10, 30, 50, 70, 90]", severities="[1, 3, 5]",
+                    bootstrap=" 500", device="cpu ", dtype="float32", batch_size=250,
+                    out="out/demo")
 
 PAPER_IMAGENET = """\
 # The seed paper's recipe on ImageNet val (Robust Representation Learning in MAEs).
@@ -81,6 +85,8 @@ models:
 
 """ + COMMON.format(images="/data/imagenet/val", imagenet_c="null", mask_ratio="0.75",
                     tsne_per_class=30, subspace_per_class=50, robust_per_class=50, masks=100,
+                    occlusion="[0, 10, 20, 30, 40, 50, 60, 70, 80, 90]",
+                    severities="[1, 2, 3, 4, 5]", bootstrap="1000",
                     device="cuda", dtype="bfloat16", batch_size=128, out="out/paper-imagenet")
 
 TEMPLATES = {"demo": DEMO, "paper-imagenet": PAPER_IMAGENET}
