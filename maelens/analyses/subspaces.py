@@ -298,8 +298,8 @@ class ClassSubspaces(Analysis):
         baseline = random_theta1(dim, self.k)
         arrays["random_theta1_rad"] = baseline
         if degenerate:
-            log.warning("%d (kind, layer, class) cells span fewer than k=%d directions; their "
-                        "angles are NaN (see meta 'degenerate').", len(degenerate), self.k)
+            log.info("%d (kind, layer, class) cells span fewer than k=%d directions; their "
+                     "angles are NaN (see meta 'degenerate').", len(degenerate), self.k)
         meta = {"k": self.k, "centred": self.centred, "kinds": list(self.kinds), "dim": dim,
                 "degenerate": degenerate, "rank_rtol": RANK_RTOL,
                 "random_theta1_deg_median": float(np.degrees(np.median(baseline))),
