@@ -229,4 +229,7 @@ def _meta(exp: Experiment, models: dict, inputs: Inputs) -> dict[str, Any]:
                        for s, i in inputs.main.items()},
             "versions": {"python": platform.python_version(), "torch": torch.__version__,
                          "numpy": numpy.__version__, "scipy": scipy.__version__},
-            "seed": exp.run.seed, "device": exp.run.device, "dtype": exp.run.dtype}
+            "seed": exp.run.seed, "device": exp.run.device, "dtype": exp.run.dtype,
+            # read by the layer-wise figures (t-SNE titles, legends)
+            "mask_ratio": exp.layerwise.mask_ratio,
+            "class_names": next(iter(inputs.main.values())).class_names}

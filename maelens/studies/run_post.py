@@ -13,16 +13,16 @@ from threadpoolctl import threadpool_limits
 from maelens.analyses.base import AnalysisResult, Row
 from maelens.analyses.embeddings import LayerEmbeddings
 from maelens.analyses.patch_tokens import PatchTokenSample
-from maelens.analyses.separability import SeparabilitySettings
+from maelens.analyses.separability import SeparabilitySettings, stratified_subsample
 from maelens.analyses.tsne import TSNESettings, tsne_result
 from maelens.results.store import ResultSet
 from maelens.studies.experiment import Experiment
-from maelens.studies.layerwise_embeddings import _debiased as debiased_cka
-from maelens.studies.layerwise_embeddings import _scores as separability_scores
+from maelens.studies.layerwise_embeddings import debiased_cka, separability_scores
 from maelens.studies.run_stages import Stage
 
 log = logging.getLogger(__name__)
 THEORY_SIDE = 32  # pixels: the covariance of 32 x 32 grey images is 1024 x 1024
+SEPARABILITY_PATCH_TOKENS = 2000
 
 
 def postprocess(results: ResultSet, stages: list[Stage], exp: Experiment, inputs: Any) -> None:
@@ -73,8 +73,13 @@ def _layerwise_extras(results: ResultSet, stage: Stage, kept: dict[str, Analysis
         tsne = tsne_result(tsne_emb, tsne_patches, settings, patch_total=tsne_cfg.patch_tokens)
     tsne.meta.update(patches.meta)
     results.add(tsne, model=role, condition=condition)
-    results.add(separability_scores(emb, patches.arrays, None,
-                                    SeparabilitySettings(seed=exp.run.seed)),
+    # Patch tokens are many (16 per image): a stratified cap keeps the probes and the
+    # quadratic silhouette to seconds; CLS and mean patch use every image.
+    picked = stratified_subsample(patches.arrays["labels"], SEPARABILITY_PATCH_TOKENS,
+                                  exp.run.seed, "separability-patch")
+    few = {k: (v[:, picked] if k == "tokens" else v[picked] if v.ndim and len(v) == len(
+        patches.arrays["labels"]) else v) for k, v in patches.arrays.items()}
+    results.add(separability_scores(emb, few, None, SeparabilitySettings(seed=exp.run.seed)),
                 model=role, condition=condition)
     results.add(debiased_cka(emb, None, "mean_patch", "cka_debiased"), model=role,
                 condition=condition)
