@@ -5,20 +5,23 @@ excluded) of the encoder output after its final norm, with no masking. k-NN vote
 DINO rule by default (cosine similarity, k = 20, each neighbour weighted by exp(sim / 0.07));
 `vote="majority"` gives plain majority voting (ties to the smallest class index, as
 scikit-learn). The linear probe is scikit-learn's logistic regression (or closed-form ridge
-classification) on standardised features.
+classification) on standardised features. Both are defined in `maelens.analyses.separability`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+# k-NN and linear-probe accuracy live with the other separability measures; re-exported here.
+from maelens.analyses.separability import knn_accuracy, linear_probe_accuracy
 from maelens.errors import MaelensError
 from maelens.model.vit import VisionTransformer
+
+__all__ = ["accuracy", "feature_accuracies", "knn_accuracy", "linear_probe_accuracy",
+           "mean_patch_features", "predict_logits"]
 
 Classifier = Callable[[torch.Tensor], torch.Tensor]  # pixels (B, C, H, W) -> logits (B, C)
 
@@ -79,74 +82,6 @@ def mean_patch_features(model: VisionTransformer, images: torch.Tensor, *,
     finally:
         model.train(was_training)
     return torch.cat(chunks)
-
-
-def _check_features(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
-                    test_y: torch.Tensor) -> None:
-    ok = (train_x.ndim == 2 and test_x.ndim == 2 and train_x.shape[1] == test_x.shape[1]
-          and len(train_x) == len(train_y) and len(test_x) == len(test_y) and len(test_x) > 0)
-    if not ok:
-        raise MaelensError(
-            "features must be (N, D) train and (M, D) test arrays with N and M labels, got "
-            f"{tuple(train_x.shape)} / {tuple(train_y.shape)} and {tuple(test_x.shape)} / "
-            f"{tuple(test_y.shape)}."
-        )
-
-
-def knn_accuracy(train_features: torch.Tensor, train_labels: torch.Tensor,
-                 test_features: torch.Tensor, test_labels: torch.Tensor, *, k: int = 20,
-                 vote: str = "weighted", temperature: float = 0.07) -> float:
-    """Accuracy of cosine k-NN classification of the test features by the train features.
-
-    vote "weighted": each of the k nearest neighbours adds exp(cosine / temperature) to its
-    class (DINO's k-NN monitor); "majority": each adds 1. Predicted class: the largest total,
-    ties to the smallest class index.
-    """
-    train_x, test_x = torch.as_tensor(train_features), torch.as_tensor(test_features)
-    train_y, test_y = torch.as_tensor(train_labels).long(), torch.as_tensor(test_labels).long()
-    _check_features(train_x, train_y, test_x, test_y)
-    if vote not in ("weighted", "majority"):
-        raise MaelensError(f"`vote` must be 'weighted' or 'majority', got {vote!r}.")
-    if not 1 <= k <= len(train_x):
-        raise MaelensError(f"`k` must lie in [1, {len(train_x)}] (train size), got {k}.")
-    train_x = F.normalize(train_x.double(), dim=1)
-    test_x = F.normalize(test_x.double(), dim=1)
-    n_classes = int(max(train_y.max(), test_y.max())) + 1
-    correct = 0
-    for start in range(0, len(test_x), 1024):
-        sims, idx = (test_x[start:start + 1024] @ train_x.T).topk(k, dim=1)  # (Q, k)
-        weights = (sims / temperature).exp() if vote == "weighted" else torch.ones_like(sims)
-        votes = torch.zeros(len(sims), n_classes, dtype=torch.float64)
-        votes.scatter_add_(1, train_y[idx], weights)  # (Q, C)
-        correct += int((votes.argmax(dim=1) == test_y[start:start + 1024]).sum())
-    return correct / len(test_x)
-
-
-def linear_probe_accuracy(train_features: torch.Tensor, train_labels: torch.Tensor,
-                          test_features: torch.Tensor, test_labels: torch.Tensor, *,
-                          method: str = "logistic", l2: float = 1.0) -> float:
-    """Accuracy of a linear classifier fitted on standardised train features.
-
-    method "logistic": multinomial logistic regression (lbfgs), C = 1 / l2; "ridge": the
-    closed-form ridge classifier (one-vs-all least squares on +-1 targets), alpha = l2.
-    """
-    from sklearn.linear_model import LogisticRegression, RidgeClassifier
-    from sklearn.preprocessing import StandardScaler
-
-    train_x, test_x = torch.as_tensor(train_features), torch.as_tensor(test_features)
-    train_y, test_y = torch.as_tensor(train_labels), torch.as_tensor(test_labels)
-    _check_features(train_x, train_y, test_x, test_y)
-    if method not in ("logistic", "ridge"):
-        raise MaelensError(f"`method` must be 'logistic' or 'ridge', got {method!r}.")
-    if not l2 > 0:
-        raise MaelensError(f"`l2` must be > 0, got {l2}.")
-    scaler = StandardScaler().fit(train_x.double().numpy())
-    fit_x, eval_x = scaler.transform(train_x.double().numpy()), scaler.transform(
-        test_x.double().numpy())
-    model = (LogisticRegression(C=1.0 / l2, max_iter=2000) if method == "logistic"
-             else RidgeClassifier(alpha=l2))
-    model.fit(fit_x, train_y.numpy())
-    return float(np.mean(model.predict(eval_x) == test_y.numpy()))
 
 
 def feature_accuracies(model: VisionTransformer, train_images: torch.Tensor,
