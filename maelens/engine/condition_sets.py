@@ -1,5 +1,4 @@
-"""Condition sets: pass-plan conditions for the robustness study (seed paper III-B1, IV-B): Gaussian blur
-levels, ImageNet-C corruptions, occlusion (rollout-guided pixel fill, token dropping, random
+"""Condition sets for the robustness study (seed paper III-B1, IV-B): Gaussian blur levels, ImageNet-C corruptions, occlusion (rollout-guided pixel fill, token dropping, random
 control), stored images (pre-generated ImageNet-C read from disk) and the K random masks of
 the mask-invariance study.
 
