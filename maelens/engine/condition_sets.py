@@ -1,4 +1,5 @@
-"""Condition sets for the robustness study (seed paper III-B1, IV-B): Gaussian blur levels, ImageNet-C corruptions, occlusion (rollout-guided pixel fill, token dropping, random
+"""Condition sets for the robustness study (seed paper III-B1, IV-B): Gaussian blur levels,
+ImageNet-C corruptions, occlusion (rollout-guided pixel fill, token dropping, random
 control), stored images (pre-generated ImageNet-C read from disk) and the K random masks of
 the mask-invariance study.
 
