@@ -124,14 +124,19 @@ class _StageProgress:
             BarColumn,
             MofNCompleteColumn,
             Progress,
+            TaskProgressColumn,
             TextColumn,
+            TimeElapsedColumn,
             TimeRemainingColumn,
         )
 
         self.enabled = enabled and err.is_terminal
+        # One bar per stage (images done / images in the stage, rate, ETA) and the elapsed
+        # time overall; silent when stderr is not a terminal.
         self.bar = Progress(TextColumn("{task.description:34s}"), BarColumn(),
-                            MofNCompleteColumn(), TextColumn("{task.speed} img/s"),
-                            TimeRemainingColumn(), console=err, disable=not self.enabled)
+                            MofNCompleteColumn(), TaskProgressColumn(show_speed=True),
+                            TimeElapsedColumn(), TimeRemainingColumn(), console=err,
+                            disable=not self.enabled)
         self.tasks: dict[str, int] = {}
         if self.enabled:
             self.bar.start()
