@@ -108,3 +108,50 @@ def test_shards_cover_every_image_once():
             ranges = [shard_range(n, World(r, size)) for r in range(size)]
             covered = [i for lo, hi in ranges for i in range(lo, hi)]
             assert covered == list(range(n))
+
+
+def _command_worker(rank: int, size: int, port: int, out: str, which: str) -> None:
+    """`extract` / `run_robustness` as torchrun runs them: a process group, one shard each."""
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=size)
+    result = _command(which)
+    if result is not None:
+        torch.save(result, out)
+    finish(World(rank, size))
+
+
+def _command(which: str) -> dict | None:
+    from maelens.studies.extract import ExtractSettings, extract
+    from maelens.studies.inputs import ImageSet
+    from maelens.studies.robustness import RobustnessSettings, run_robustness
+
+    model = tiny_model(5, num_classes=3, pool="avg", fc_norm=True, final_norm=False)
+    pixels = torch.rand(7, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    if which == "extract":
+        settings = ExtractSettings(kinds=("hidden", "attn", "logits"), layers=None,
+                                   mask_ratio=0.5, seed=3, batch_size=2)
+        return extract(model, pixels, settings)
+    images = ImageSet(pixels, torch.arange(7) % 3, ["a", "b", "c"], [str(i) for i in range(7)],
+                      "random")
+    settings = RobustnessSettings(blur_levels=((3, 1.0),), percents=(0.0, 50.0),
+                                  corruptions=("contrast",), severities=(1,), masks=2,
+                                  bootstrap=10, batch_size=2, top_k=4)
+    results = run_robustness(model, images, settings, model_name="m")
+    return None if results is None else {"rows": results.rows, "arrays": results.arrays}
+
+
+@pytest.mark.parametrize("which", ["extract", "robustness"])
+def test_commands_sharded_over_two_ranks_equal_one_process(which, tmp_path):
+    out = str(tmp_path / "two.pt")
+    mp.spawn(_command_worker, args=(2, _free_port(), out, which), nprocs=2, join=True)
+    two, one = torch.load(out, weights_only=False), _command(which)
+    if which == "robustness":
+        assert [r["value"] for r in two["rows"]] == pytest.approx(
+            [r["value"] for r in one["rows"]], rel=1e-6, nan_ok=True)
+        two, one = two["arrays"], one["arrays"]
+    assert two.keys() == one.keys()
+    for key in one:
+        np.testing.assert_allclose(two[key], one[key], rtol=1e-6, atol=1e-12, err_msg=key)

@@ -122,9 +122,15 @@ def extract(
     pixels, names, skipped = load_inputs(images, net, preprocessed=no_preprocess, strict=strict)
     for path, why in skipped:
         note(f"skipped {path}: {why}")
+    from maelens.engine.distributed import finish, init_from_env
+
+    world = init_from_env(opts.device)  # torchrun: one shard per rank, rank 0 writes
     bar, advance = progress_bar(len(pixels), "extracting")
     with bar:
         arrays = run_extract(net, pixels, settings, progress=advance)
+    finish(world)
+    if arrays is None:
+        return
     meta = {"model": model, "images": str(images), "names": names, "mask_ratio": mask_ratio,
             "seed": seed, "dtype": dtype, "config": net.config.to_dict(),
             "skipped": [p for p, _ in skipped],

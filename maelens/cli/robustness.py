@@ -141,10 +141,16 @@ def robustness(
     for path, why in data.skipped:
         note(f"skipped {path}: {why}")
     settings = _with_classes(settings, logit_classes(data, net.config.num_classes))
+    from maelens.engine.distributed import finish, init_from_env
+
+    world = init_from_env(opts.device)  # torchrun: one shard per rank
     bar, advance = progress_bar(len(data), "robustness")
     with bar:
-        results = run_robustness(net, data, settings, out_dir, model_name=model,
-                                 progress=advance)
+        results = run_robustness(net, data, settings, out_dir if world.is_main else None,
+                                 model_name=model, progress=advance)
+    finish(world)
+    if results is None:
+        return
     tables = write_robustness_tables(results, out_dir / "tables")
     figures = write_robustness_figures(results, out_dir / "figures")
     _report(results, model)

@@ -14,7 +14,7 @@ import torch
 from maelens._validate import check_positive_int, check_ratio
 from maelens.analyses.stack import StackActivations
 from maelens.data import Preprocess, load_array_images, load_image_folder
-from maelens.engine.capture import iterate_batches, run_capture
+from maelens.engine.capture import run_capture
 from maelens.errors import MaelensError
 from maelens.model.masking import num_visible
 from maelens.model.taps import Taps
@@ -119,14 +119,25 @@ def check_fits(model: VisionTransformer, settings: ExtractSettings, pixels: torc
 
 
 def extract(model: VisionTransformer, pixels: torch.Tensor, settings: ExtractSettings,
-            progress: Callable[[int], Any] | None = None) -> dict[str, np.ndarray]:
-    """Arrays as documented in `StackActivations`, for every image of `pixels` (N, C, S, S)."""
+            progress: Callable[[int], Any] | None = None) -> dict[str, np.ndarray] | None:
+    """Arrays as documented in `StackActivations`, for every image of `pixels` (N, C, S, S).
+
+    Under torchrun each rank extracts its shard; rank 0 gathers every row and returns the
+    arrays, the other ranks return None."""
+    from maelens.analyses.base import Batch
+    from maelens.engine.distributed import current_world, gather_to_main, shard_range
+
     check_fits(model, settings, pixels)
     stack = StackActivations(len(pixels), settings.taps(model))
-    batches = iterate_batches(pixels, batch_size=settings.batch_size)
-    (result,) = run_capture(model, batches, [stack], mask_ratio=settings.mask_ratio,
-                            seed=settings.seed, device=settings.device, dtype=settings.dtype,
-                            progress=progress)
-    arrays = result.arrays
+    world = current_world()
+    start, stop = shard_range(len(pixels), world)
+    step = settings.batch_size
+    batches = (Batch(pixels[i:min(i + step, stop)], torch.arange(i, min(i + step, stop)))
+               for i in range(start, stop, step))
+    run_capture(model, batches, [stack], mask_ratio=settings.mask_ratio, seed=settings.seed,
+                device=settings.device, dtype=settings.dtype, progress=progress)
+    if not gather_to_main([stack], world):
+        return None
+    arrays = stack.result().arrays
     del arrays["index"]  # images are in order 0..N-1: the row is the index
     return arrays

@@ -249,10 +249,13 @@ def build_plan(model: VisionTransformer, families: _Families, s: RobustnessSetti
 
 def run_robustness(model: VisionTransformer, images: ImageSet, settings: RobustnessSettings,
                    out_dir: str | os.PathLike | None = None, *, model_name: str = "model",
-                   progress: Callable[[int], None] | None = None) -> ResultSet:
+                   progress: Callable[[int], None] | None = None) -> ResultSet | None:
     """Run the whole study on `images` ([0, 1] RGB at the model's size, with labels); write
     results.json / results.csv / arrays.npz into `out_dir` when given. Same seed, same numbers,
-    whatever the batch size."""
+    whatever the batch size. Under torchrun each rank takes its shard of the images and rank 0
+    gets every state and the results; the other ranks return None."""
+    from maelens.engine.distributed import current_world, gather_to_main, shard_range
+
     check_classifier(model, model_name)
     if not len(images):
         raise MaelensError(f"the image set {images.source} is empty.")
@@ -260,7 +263,11 @@ def run_robustness(model: VisionTransformer, images: ImageSet, settings: Robustn
     plan, feeds = build_plan(model, families, settings)
     log.info("robustness: %d images x %d passes (1 clean + %d conditions)", len(images),
              1 + len(plan.stages), len(plan.stages))
-    plan.feed(images.batches(settings.batch_size), progress)
+    world = current_world()
+    start, stop = shard_range(len(images), world)
+    plan.feed(images.batches(settings.batch_size, start, stop), progress)
+    if not gather_to_main([analysis for analysis, _, _ in feeds], world):
+        return None
     results = ResultSet(meta=study_meta(model, model_name, images, settings, families))
     for analysis, condition, level in feeds:
         result = analysis.result()
