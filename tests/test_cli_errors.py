@@ -642,8 +642,8 @@ def test_maelens_checkpoints_report_their_mask_ratio():
 
 def test_readme_names_the_layer_of_each_knn_table():
     text = (ROOT / "README.md").read_text()
-    demo = text[text.index("What `make demo` prints"):text.index("| layer | MAE")]
-    assert "before the final norm" in demo
+    definitions = text[text.index("### How each number is defined"):text.index("| paper |")]
+    assert "*before* the final norm" in definitions  # the layer of every per-layer number
     models = text[text.index("| `mae_demo_pretrained`"):text.index("| `mae_demo_finetuned`")]
     assert "after the final norm" in models and "before the final norm" in models
 

@@ -97,7 +97,9 @@ def test_two_gloo_ranks_equal_one_process(num_images, tmp_path):
 
 
 def test_a_failing_rank_ends_the_run_with_its_error(tmp_path):
-    with pytest.raises(Exception, match="rank 1 failed on purpose"):
+    # Whichever process the launcher reports first: the failing rank's own error, or its peer's
+    # collective ending at once because the connection closed (never a hang).
+    with pytest.raises(Exception, match="rank 1 failed on purpose|remote worker crashing"):
         mp.spawn(_worker, args=(2, _free_port(), 4, str(tmp_path / "x.pt"), True), nprocs=2,
                  join=True)
 
