@@ -152,7 +152,7 @@ def _report_meta(results: ResultSet) -> dict[str, str]:
     out = {role: f"{c.get('source')} (sha256 {str(c.get('sha256'))[:16]}…)"
            for role, c in checkpoints.items()}
     out["images"] = "; ".join(f"{v['source']} ({v['count']} images at {k} px)"
-                              for k, v in meta.get("images", {}).items())
+                              for k, v in meta.get("image_sets", {}).items())
     out["settings"] = f"seed {meta.get('seed')}, {meta.get('device')}, {meta.get('dtype')}"
     out["maelens"] = str(meta.get("code_version", ""))
     return out

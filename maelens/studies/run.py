@@ -225,8 +225,9 @@ def _meta(exp: Experiment, models: dict, inputs: Inputs) -> dict[str, Any]:
                                    "config": m.config.to_dict(),
                                    "kind": (m.load_info or {}).get("kind")}
                             for role, (m, sha) in models.items()},
-            "images": {str(s): {"source": i.source, "count": len(i)}
-                       for s, i in inputs.main.items()},
+            "image_sets": {str(s): {"source": i.source, "count": len(i)}
+                           for s, i in inputs.main.items()},
+            "images": next(iter(inputs.main.values())).source,
             "versions": {"python": platform.python_version(), "torch": torch.__version__,
                          "numpy": numpy.__version__, "scipy": scipy.__version__},
             "seed": exp.run.seed, "device": exp.run.device, "dtype": exp.run.dtype,
