@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from maelens.perturb import corrupt_blur, corrupt_noise
-from maelens.perturb.corruptions import corrupt
+from maelens.perturb.corruptions import CORRUPTIONS, corrupt
 from tests.corruption_reference import (
     ModuleProxy,
     reference_corrupt,
@@ -176,7 +176,11 @@ def test_same_seed_same_output_and_batch_independence(name: str) -> None:
     assert torch.equal(batch[1:2], alone)
 
 
-@pytest.mark.parametrize("name", [*NOISES, "glass_blur", "motion_blur"])
+# Registry-level checks for every corruption (both implementation files), in one place.
+RANDOM = (*NOISES, "glass_blur", "motion_blur", "snow", "frost", "fog", "elastic_transform")
+
+
+@pytest.mark.parametrize("name", RANDOM)
 def test_different_index_or_seed_different_noise(name: str) -> None:
     image = _small_batch()[:1].expand(2, -1, -1, -1)
     out = corrupt(image, name, 3, index=[0, 1], seed=0)
@@ -184,7 +188,7 @@ def test_different_index_or_seed_different_noise(name: str) -> None:
     assert not torch.equal(out[:1], corrupt(image[:1], name, 3, index=[0], seed=1))
 
 
-@pytest.mark.parametrize("name", MINE)
+@pytest.mark.parametrize("name", CORRUPTIONS)
 def test_tiny_images_keep_their_shape(name: str) -> None:
     # Smaller than the glass shuffle margin and the motion-blur kernel: still well-defined.
     images = torch.rand(2, 3, 7, 5, generator=torch.Generator().manual_seed(0))
